@@ -1,0 +1,42 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+MODEL_FILES = [
+    "models/emotion_mini_xception_int8.tflite",
+    "models/emotion_mini_xception_int8.json",
+    "models/haarcascade_frontalface_default.xml",
+    "models/LICENSE.haarcascade",
+    "models/LICENSE.fer-weights",
+    "models/MODEL_CARD.md",
+]
+
+setup(
+    name="edge-agent",
+    version="0.1.0",
+    description="Classroom emotion sensing at the edge: anonymised per-minute emotion counts over MQTT",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["edge_agent", "edge_agent.*"]),
+    # Installed copies find the model here; a source checkout uses its own models/.
+    data_files=[("share/edge-agent/models", MODEL_FILES)],
+    install_requires=[
+        "numpy>=1.24",
+        # OpenCV 5 wheels dropped CascadeClassifier.
+        "opencv-python-headless>=4.8,<5",
+        # LiteRT is the runtime we measure; tflite-runtime and tensorflow.lite work too
+        # (see edge_agent/runtime.py) for images that already carry them.
+        "ai-edge-litert>=1.2",
+        "pydantic>=2.5",
+        "PyYAML>=6",
+        "tqdm>=4.62",
+    ],
+    extras_require={
+        # Only for building the model and for the Keras baseline; never needed on a Pi.
+        "model": ["tensorflow-cpu==2.21.*", "tf_keras==2.21.*"],
+        "test": ["pytest>=7", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["edge-agent=edge_agent.cli:main"]},
+)
