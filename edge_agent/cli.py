@@ -8,8 +8,14 @@ from pathlib import Path
 from . import __version__
 from .errors import EdgeAgentError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "emotion_mini_xception_int8.tflite"
+
+def models_dir():
+    """The checkout's models/ when run from source, else where setup.py installs them."""
+    checkout = Path(__file__).resolve().parent.parent / "models"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "edge-agent" / "models"
+
+
+DEFAULT_MODEL = models_dir() / "emotion_mini_xception_int8.tflite"
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 

@@ -14,6 +14,8 @@ def load_faces(path):
     path = Path(path)
     if not path.is_file():
         raise EdgeAgentError(f"data file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise EdgeAgentError(f"data file {path} is not a readable npz file (not a zip archive of arrays)")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in ("images", "labels") if key not in data.files]
