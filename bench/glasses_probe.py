@@ -14,10 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_agent.cli import DEFAULT_MODEL
 from edge_agent.dataset import load_faces
 from edge_agent.emotions import EMOTIONS, EmotionClassifier
-
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "emotion_mini_xception_int8.tflite"
 
 
 def with_glasses(face):

@@ -67,7 +67,7 @@ def cmd_bench_model(args):
 
     from .bench_model import bench_model, format_rows
     from .dataset import load_faces
-    from .emotions import EmotionClassifier
+    from .runtime import interpreter_class
 
     if args.data:
         faces = list(load_faces(args.data)[0][:256])
@@ -92,8 +92,7 @@ def cmd_bench_model(args):
     if args.json:
         print(json.dumps({"threads": args.threads, "rows": rows}))
     else:
-        runtime = EmotionClassifier(args.model).runtime
-        print(format_rows(rows, runtime, args.threads))
+        print(format_rows(rows, interpreter_class()[1], args.threads))
 
 
 def build_parser():
