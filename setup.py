@@ -32,6 +32,7 @@ setup(
         "pydantic>=2.5",
         "PyYAML>=6",
         "tqdm>=4.62",
+        "matplotlib>=3.7",
     ],
     extras_require={
         # Only for building the model and for the Keras baseline; never needed on a Pi.

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_agent.cli import DEFAULT_MODEL
+from edge_agent.paths import DEFAULT_MODEL
 from edge_agent.dataset import load_faces
 from edge_agent.emotions import EMOTIONS, EmotionClassifier
 

@@ -7,15 +7,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EdgeAgentError
+from .paths import DEFAULT_MODEL
 
 
-def models_dir():
-    """The checkout's models/ when run from source, else where setup.py installs them."""
-    checkout = Path(__file__).resolve().parent.parent / "models"
-    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "edge-agent" / "models"
-
-
-DEFAULT_MODEL = models_dir() / "emotion_mini_xception_int8.tflite"
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
@@ -60,6 +54,79 @@ def cmd_evaluate(args):
                       reference_probabilities=reference)
     result["data"] = str(args.data)
     print(json.dumps(result) if args.json else format_report(result))
+
+
+def _utc_time(text):
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time such as 2026-11-23T10:15:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.timestamp()
+
+
+def _labels(text):
+    from .emotions import EMOTIONS
+
+    labels = tuple(label.strip() for label in text.split(",") if label.strip())
+    unknown = [label for label in labels if label not in EMOTIONS]
+    if unknown or not labels:
+        raise argparse.ArgumentTypeError(
+            f"unknown emotion {', '.join(unknown) or '(none given)'}; choose from {', '.join(EMOTIONS)}")
+    return labels
+
+
+def _non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def cmd_analyze(args):
+    from .analyze import Analysis, collect_sources, format_header, format_summary, format_window
+    from .config import load_config
+    from .pipeline import FramePipeline
+
+    def warn(message):
+        print(f"edge-agent: warning: {message}", file=sys.stderr)
+
+    config = load_config(args.config)
+    sources = collect_sources(args.paths, warn)
+    pipeline = FramePipeline.from_config(config)
+    sample_fps = config.camera.fps if args.sample_fps is None else args.sample_fps
+    json_out = args.json or args.per_frame
+    # With JSON lines on stdout, the readable lines go to stderr so both can be used at once.
+    human = sys.stderr if json_out else sys.stdout
+    if not json_out:
+        print(format_header(), file=human)
+
+    def on_window(payload):
+        if args.json:
+            print(payload.to_json().decode(), flush=True)
+        elif not json_out:
+            print(format_window(payload, args.interested), flush=True)
+
+    def on_frame(source, number, t, result):
+        faces = [{"box": list(face.box), "label": face.label, "p": round(face.p, 4)} for face in result.faces]
+        print(json.dumps({"source": source, "frame": number, "t": round(t, 3), "faces": faces}), flush=True)
+
+    analysis = Analysis(pipeline, config, warn, progress=True)
+    summary = analysis.run(sources, sample_fps, start=args.start, on_window=on_window,
+                           on_frame=on_frame if args.per_frame else None)
+    print(format_summary(summary, args.interested), file=human)
+    if args.chart:
+        from .charts import session_chart
+
+        try:
+            session_chart(summary.windows, args.chart, args.interested,
+                          title=f"{config.device.site} / {config.device.room}: {len(summary.windows)} window(s)")
+        except OSError as exc:
+            raise EdgeAgentError(f"cannot write chart {args.chart}: {exc.strerror or exc}") from None
+        print(f"chart: {args.chart}", file=human)
 
 
 def cmd_bench_model(args):
@@ -139,6 +206,30 @@ def build_parser():
     evaluate.add_argument("--threads", type=_positive_int, default=1, help="interpreter threads (default: 1)")
     evaluate.add_argument("--limit", type=_positive_int, help="use only the first N faces")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    analyze = commands.add_parser(
+        "analyze", help="run the pipeline over recorded lessons (videos, images, folders of images)",
+        description="Run the agent's pipeline (faces, emotions, per-minute windows) over video files, "
+                    "image files and folders of images, offline. Windows are timed by the video's own "
+                    "timestamps. Prints a table of windows and a session summary.",
+        epilog="Privacy: --per-frame prints where each face is (its box). It is meant for analysing "
+               "your own recordings; the running agent never writes or sends boxes, crops or frames.")
+    analyze.add_argument("paths", nargs="+", metavar="PATH", help="video file, image file or folder of images")
+    analyze.add_argument("--config", type=Path, help="agent config YAML (default: built-in defaults)")
+    analyze.add_argument("--sample-fps", type=_non_negative_float,
+                         help="frames analysed per second of video (default: the config's camera.fps; 0: every frame)")
+    analyze.add_argument("--start", type=_utc_time,
+                         help="when the video started (ISO 8601, UTC unless an offset is given); "
+                              "default: the file's modification time minus its duration")
+    analyze.add_argument("--json", action="store_true", help="print one contract payload (JSON) per window")
+    analyze.add_argument("--per-frame", action="store_true",
+                         help="print one JSON line per frame or image with each face's box, label and "
+                              "probability (for your own recordings only)")
+    analyze.add_argument("--chart", type=Path, metavar="FILE.png",
+                         help="draw the session's interest pie and emotion shares over time")
+    analyze.add_argument("--interested", type=_labels, default=("happy", "surprise", "neutral"),
+                         help="emotions counted as interested (default: happy,surprise,neutral)")
+    analyze.set_defaults(handler=cmd_analyze)
 
     bench = commands.add_parser("bench", help="speed benchmarks that print figures")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")

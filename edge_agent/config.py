@@ -1,0 +1,258 @@
+"""The agent's YAML configuration: every key, its default, and validation that names the line."""
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import EdgeAgentError
+from .messages import DEFAULT_PREFIX, NAME_PATTERN
+from .paths import DEFAULT_CASCADE, DEFAULT_MODEL
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+def _existing_file(path):
+    if not path.is_file():
+        raise ValueError(f"file {path} does not exist" if not path.exists() else f"{path} is not a file")
+    return path
+
+
+ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+
+
+class ConfigError(EdgeAgentError):
+    """A configuration a person must fix; the message names the file, line and key."""
+
+
+class _Section(BaseModel):
+    # A misspelt key would otherwise be ignored and its default used without a word.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _hostname():
+    name = socket.gethostname().split(".")[0]
+    return "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in name)[:64] or "edge-agent"
+
+
+class DeviceConfig(_Section):
+    id: Name = Field(default_factory=_hostname, title="Device id",
+                     description="MQTT client id and topic level; defaults to the host name")
+    site: Name = Field("default", title="Site (school or building)")
+    room: Name = Field("default", title="Room")
+
+
+class CameraConfig(_Section):
+    backend: Literal["auto", "opencv", "picamera2"] = Field(
+        "auto", title="Capture backend", description="auto: picamera2 when source is 'picamera2', else OpenCV")
+    source: int | str = Field(
+        "picamera2", title="Frame source",
+        description="'picamera2', a camera index, /dev/videoN, a video file or an rtsp/http URL")
+    width: Annotated[int, Field(ge=64, le=7680)] = Field(1280, title="Capture width")
+    height: Annotated[int, Field(ge=48, le=4320)] = Field(720, title="Capture height")
+    fps: Annotated[float, Field(gt=0, le=30)] = Field(1.0, title="Frames analysed per second")
+    loop: bool = Field(False, title="Loop a video file (kiosks and demos)")
+    stall_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0, title="Seconds without a frame before the camera is reopened and the watchdog starves")
+    backoff_max_s: Annotated[float, Field(ge=1, le=3600)] = Field(60.0, title="Longest wait between reopen tries")
+
+
+class DetectorConfig(_Section):
+    cascade: ExistingFile = Field(DEFAULT_CASCADE, title="Haar cascade XML")
+    scale_factor: Annotated[float, Field(gt=1.0, le=2.0)] = Field(1.1, title="Cascade scale step")
+    min_neighbors: Annotated[int, Field(ge=0, le=50)] = Field(5, title="Neighbours a detection needs")
+    min_size: Annotated[int, Field(ge=8, le=2000)] = Field(30, title="Smallest face, in frame pixels")
+    detect_width: Annotated[int, Field(ge=0, le=7680)] = Field(
+        1024, title="Width frames are shrunk to before detection (0: never shrink)",
+        description="the main speed knob: detection time grows with the pixel count")
+    threads: Annotated[int, Field(ge=0, le=64)] = Field(1, title="OpenCV threads (0: OpenCV's default)")
+    equalize: bool = Field(False, title="Equalise the histogram before detection (dim rooms)")
+    crop_offsets: tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]] = Field(
+        (0.0, 0.0), title="Margin added around each face before labelling, as fractions of its width and height")
+
+
+class ClassifierConfig(_Section):
+    model: ExistingFile = Field(DEFAULT_MODEL, title="Int8 TFLite emotion model")
+    threads: Annotated[int, Field(ge=1, le=64)] = Field(1, title="Interpreter threads")
+
+
+class WindowConfig(_Section):
+    length_s: Annotated[int, Field(ge=1, le=3600)] = Field(60, title="Window length in seconds")
+    min_group: Annotated[int, Field(ge=1, le=1000)] = Field(
+        3, title="Smallest median faces per frame whose counts are reported (fewer: suppressed)")
+
+    @field_validator("length_s")
+    @classmethod
+    def _divides_a_day(cls, value):
+        if 86400 % value:
+            raise ValueError("must divide a day (86400 s) so windows line up with UTC minutes and hours")
+        return value
+
+
+class TLSConfig(_Section):
+    ca: ExistingFile | None = Field(None, title="CA certificate that signed the broker's")
+    cert: ExistingFile | None = Field(None, title="Client certificate (optional)")
+    key: ExistingFile | None = Field(None, title="Client key (with cert)")
+
+    @model_validator(mode="after")
+    def _cert_with_key(self):
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+
+class MQTTConfig(_Section):
+    host: str = Field("localhost", min_length=1, title="Broker host")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(1883, title="Broker port")
+    prefix: Name = Field(DEFAULT_PREFIX, title="First topic level")
+    tls: TLSConfig | None = Field(None, title="TLS; absent means plain MQTT")
+    username: str | None = Field(None, title="User name; the password comes from password_file or password_env")
+    password_file: ExistingFile | None = Field(None, title="File holding the password (mode 0600)")
+    password_env: str | None = Field(None, title="Environment variable holding the password")
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = Field(60, title="MQTT keepalive")
+    reconnect_max_s: Annotated[float, Field(ge=1, le=3600)] = Field(60.0, title="Longest wait between reconnects")
+    stats_interval_s: Annotated[float, Field(ge=5, le=3600)] = Field(60.0, title="Seconds between stats messages")
+
+    @model_validator(mode="after")
+    def _one_password_source(self):
+        if self.password_file and self.password_env:
+            raise ValueError("give password_file or password_env, not both")
+        return self
+
+    def password(self):
+        """The broker password, read now so a rotated file is picked up on reconnect."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"mqtt.password_env names {self.password_env}, which is not set")
+            return value
+        if self.password_file:
+            try:
+                return self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"mqtt.password_file {self.password_file}: {exc.strerror}") from None
+        return None
+
+
+def default_state_dir():
+    """systemd's StateDirectory= when run as a service, else the user's state directory."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state)
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "edge-agent"
+
+
+class OutboxConfig(_Section):
+    path: Path | None = Field(None, title="SQLite outbox (default: the state directory's outbox.sqlite3)")
+    max_age_h: Annotated[float, Field(gt=0, le=24 * 365)] = Field(
+        168.0, title="Windows older than this are dropped (counted and logged) when the broker stays away")
+
+    def resolved_path(self):
+        return self.path or default_state_dir() / "outbox.sqlite3"
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", title="Log level")
+
+
+class AgentConfig(_Section):
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+# Keys whose values are file paths, resolved against the config file's directory.
+PATH_KEYS = (("detector", "cascade"), ("classifier", "model"), ("mqtt", "password_file"),
+             ("mqtt", "tls", "ca"), ("mqtt", "tls", "cert"), ("mqtt", "tls", "key"), ("outbox", "path"))
+# Camera sources that are relative file paths are resolved the same way.
+_NOT_FILES = ("picamera2",)
+
+
+def _key_lines(node, path=(), lines=None, source="config"):
+    """Map each key path to its YAML line; refuse duplicate keys, which YAML would silently merge."""
+    lines = {} if lines is None else lines
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{source} line {line}: {'.'.join((*path, key))} is given twice")
+            seen.add(key)
+            lines[(*path, key)] = line
+            _key_lines(value_node, (*path, key), lines, source)
+    return lines
+
+
+def _resolve_paths(data, base):
+    for keys in PATH_KEYS:
+        section = data
+        for key in keys[:-1]:
+            section = section.get(key) if isinstance(section, dict) else None
+        if isinstance(section, dict) and isinstance(section.get(keys[-1]), str):
+            section[keys[-1]] = str(base / Path(section[keys[-1]]).expanduser())
+    camera = data.get("camera")
+    if isinstance(camera, dict) and isinstance(camera.get("source"), str):
+        source = camera["source"]
+        if source not in _NOT_FILES and "://" not in source and not source.isdigit() \
+                and not source.startswith("/dev/"):
+            camera["source"] = str(base / Path(source).expanduser())
+
+
+def _describe(exc, lines, source):
+    messages = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(str(part) for part in error["loc"])
+        key = ".".join(loc)
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+        where = f"{source} line {line}" if line else source
+        if error["type"] == "extra_forbidden":
+            messages.append(f"{where}: unknown key {key}")
+        else:
+            value = error.get("input")
+            shown = f" (got {value!r})" if isinstance(value, (str, int, float, bool)) else ""
+            messages.append(f"{where}: {key}: {error['msg']}{shown}")
+    return "\n".join(messages)
+
+
+def parse_config(text, source="config", base=None):
+    """Validate YAML text; paths are resolved against ``base`` (the config file's directory)."""
+    try:
+        lines = _key_lines(yaml.compose(text) if text.strip() else None, source=source)
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source} line {mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, not {type(data).__name__}")
+    if base is not None:
+        _resolve_paths(data, Path(base))
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, lines, source)) from None
+
+
+def load_config(path=None):
+    """The configuration in ``path``, or every default when ``path`` is None."""
+    if path is None:
+        return AgentConfig()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    return parse_config(text, source=str(path), base=path.resolve().parent)
