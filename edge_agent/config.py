@@ -66,7 +66,7 @@ class DetectorConfig(_Section):
     min_neighbors: Annotated[int, Field(ge=0, le=50)] = Field(5, title="Neighbours a detection needs")
     min_size: Annotated[int, Field(ge=8, le=2000)] = Field(30, title="Smallest face, in frame pixels")
     detect_width: Annotated[int, Field(ge=0, le=7680)] = Field(
-        1024, title="Width frames are shrunk to before detection (0: never shrink)",
+        960, title="Width frames are shrunk to before detection (0: never shrink)",
         description="the main speed knob: detection time grows with the pixel count")
     threads: Annotated[int, Field(ge=0, le=64)] = Field(1, title="OpenCV threads (0: OpenCV's default)")
     equalize: bool = Field(False, title="Equalise the histogram before detection (dim rooms)")

@@ -129,3 +129,15 @@ def test_pipeline_from_config_applies_detector_settings():
     assert pipeline.detector.detect_width == 320 and pipeline.detector.min_neighbors == 8
     assert cv2.getNumThreads() == 1
     assert pipeline.classifier.tag.startswith("mini-xception-int8:")
+
+
+def test_default_detect_width_finds_every_face_of_a_crowded_720p_frame():
+    from edge_agent.bench_pipeline import classroom_frame, matched
+
+    frame, true_faces = classroom_frame(DATA / "solvay_conference.jpg")
+    assert frame.shape == (720, 1280, 3) and len(true_faces) == 40
+    detector = FaceDetector.from_config(parse_config("").detector)
+    assert detector.detect_width == 960
+    boxes = detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    assert matched(boxes, true_faces) == 40
+    assert len(boxes) <= 42
