@@ -33,19 +33,25 @@ class WindowTally:
 
     A window with a median below ``min_group`` faces per frame is suppressed, so one
     student alone is never reported. Windows only move forward: a frame stamped before
-    the open window (a clock stepped back) is counted in the open window.
+    the open window (a clock stepped back) is counted in the open window, and one stamped
+    in a window already closed is counted in the next.
     """
 
-    def __init__(self, length_s=60, min_group=3):
+    def __init__(self, length_s=60, min_group=3, floor=None):
         self.length_s = length_s
         self.min_group = min_group
         self.open_start = None
+        # No window may start before this: the end of the last window already closed (and
+        # sent), so a restarted agent never makes a second window for the same minute.
+        self.floor = floor
         self._faces_per_frame = []
         self._counts = dict.fromkeys(EMOTIONS, 0)
 
     def add(self, t, labels):
         """Count one frame's labels; returns the window this frame closed, if it closed one."""
         start = int(t // self.length_s) * self.length_s
+        if self.floor is not None:
+            start = max(start, self.floor)
         closed = None
         if self.open_start is None:
             self.open_start = start
@@ -79,6 +85,7 @@ class WindowTally:
         counts = dict.fromkeys(EMOTIONS, 0) if suppressed else self._counts
         window = Window(self.open_start, self.length_s, len(per_frame), sum(per_frame), median,
                         counts, suppressed)
+        self.floor = self.open_start + self.length_s
         self._faces_per_frame = []
         self._counts = dict.fromkeys(EMOTIONS, 0)
         return window

@@ -80,3 +80,18 @@ def test_payload_matches_the_contract():
     assert payload.window_start == "2026-11-23T10:15:00Z" and payload.window_s == 60 and payload.seq == 7
     assert payload.counts.as_dict() == {"angry": 0, "disgust": 0, "fear": 0, "happy": 1, "sad": 0,
                                         "surprise": 0, "neutral": 2}
+
+
+def test_a_closed_window_is_never_opened_again():
+    tally = WindowTally(60, min_group=1)
+    tally.add(T0 + 10, ["happy"])
+    first = tally.flush()
+    tally.add(T0 + 20, ["sad"])
+    second = tally.flush()
+    assert (first.start, second.start) == (T0, T0 + 60)
+
+
+def test_floor_from_a_previous_run_moves_late_frames_forward():
+    tally = WindowTally(60, min_group=1, floor=T0 + 60)
+    tally.add(T0 + 30, ["happy"])
+    assert tally.open_start == T0 + 60
