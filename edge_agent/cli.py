@@ -129,6 +129,18 @@ def cmd_analyze(args):
         print(f"chart: {args.chart}", file=human)
 
 
+def cmd_run(args):
+    from .agent import run
+
+    return run(args.config)
+
+
+def cmd_check(args):
+    from .check import check
+
+    return check(args.config, sys.stdout)
+
+
 def cmd_bench_model(args):
     import numpy as np
 
@@ -264,6 +276,21 @@ def build_parser():
                          help="emotions counted as interested (default: happy,surprise,neutral)")
     analyze.set_defaults(handler=cmd_analyze)
 
+    run = commands.add_parser(
+        "run", help="run the agent: camera to per-minute windows to MQTT (what the service runs)",
+        description="Run the agent until SIGTERM: frames from the camera, faces and emotions, a window "
+                    "closed every minute into the outbox and published over MQTT. SIGHUP re-reads the config. "
+                    "Only window payloads leave the process: no frame, crop or box is stored or sent.")
+    run.add_argument("--config", type=Path, required=True, help="agent config YAML")
+    run.set_defaults(handler=cmd_run)
+    check = commands.add_parser(
+        "check", help="check the config, model, camera, outbox and broker, and print a verdict for each",
+        description="What to run after setting a camera up: validates the config, loads the model, reads "
+                    "one frame from the camera, opens the outbox and connects to the broker. Exit status 0 "
+                    "when all is well, 1 when something is not.")
+    check.add_argument("--config", type=Path, required=True, help="agent config YAML")
+    check.set_defaults(handler=cmd_check)
+
     bench = commands.add_parser("bench", help="speed benchmarks that print figures")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     bench_model = bench_commands.add_parser(
@@ -300,13 +327,13 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        args.handler(args)
+        status = args.handler(args)
     except EdgeAgentError as exc:
         print(f"edge-agent: error: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
