@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import CASCADE, DATA, MODEL
+from edge_agent.bench_pipeline import matched
 from edge_agent.capture import Frame
 from edge_agent.config import parse_config
 from edge_agent.emotions import EMOTIONS, EmotionClassifier
@@ -13,18 +14,6 @@ from edge_agent.pipeline import FramePipeline
 def gray(name):
     """Gray as the pipeline makes it (JPEG decoders' own gray differs in the last bit)."""
     return cv2.cvtColor(cv2.imread(str(DATA / name)), cv2.COLOR_BGR2GRAY)
-
-
-def iou(a, b):
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    return w * h / (aw * ah + bw * bh - w * h)
-
-
-def matched(found, reference, threshold=0.5):
-    return sum(any(iou(r, f) >= threshold for f in found) for r in reference)
 
 
 def test_seed_defaults_find_the_one_face_in_justin():
@@ -132,7 +121,7 @@ def test_pipeline_from_config_applies_detector_settings():
 
 
 def test_default_detect_width_finds_every_face_of_a_crowded_720p_frame():
-    from edge_agent.bench_pipeline import classroom_frame, matched
+    from edge_agent.bench_pipeline import classroom_frame
 
     frame, true_faces = classroom_frame(DATA / "solvay_conference.jpg")
     assert frame.shape == (720, 1280, 3) and len(true_faces) == 40
