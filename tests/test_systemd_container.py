@@ -26,6 +26,9 @@ def drop_in():
     if python_home.is_relative_to("/root") or python_home.is_relative_to("/home"):
         # A Python installed under a home directory (pyenv) is hidden by ProtectHome=yes.
         lines += ["ProtectHome=tmpfs", f"BindReadOnlyPaths={python_home}"]
+    if any(path.is_relative_to("/tmp") for path in (REPO, VENV)):
+        # A checkout under /tmp (a CI clone) would vanish behind the service's private /tmp.
+        lines += ["PrivateTmp=no"]
     return "\n".join(lines) + "\n"
 
 
@@ -46,6 +49,12 @@ def box():
         yield box
 
 
+def start(box, verb):
+    result = box.run("systemctl", verb, "edge-agent", timeout=90, check=False)
+    journal = box.run("journalctl", "-u", "edge-agent", "--no-pager", "-n", "40", check=False).stdout
+    assert result.returncode == 0, result.stderr + journal
+
+
 def show(box, *properties):
     output = box.run("systemctl", "show", "edge-agent", *(f"--property={p}" for p in properties)).stdout
     return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
@@ -56,7 +65,7 @@ def test_unit_becomes_active_after_ready_and_publishes(box):
         box.write("/etc/edge-agent/edge-agent.yaml", agent_config(broker.port, loop=True))
         box.run("systemctl", "daemon-reload")
         # Type=notify: start returns only once the agent sent READY=1.
-        box.run("systemctl", "start", "edge-agent", timeout=90)
+        start(box, "start")
         state = show(box, "ActiveState", "SubState", "StatusText", "User")
         assert (state["ActiveState"], state["SubState"]) == ("active", "running"), state
         assert state["User"] == "edge-agent"
@@ -74,7 +83,7 @@ def test_stalled_camera_gets_the_service_restarted_by_the_watchdog(box):
         box.write("/etc/edge-agent/edge-agent.yaml", agent_config(broker.port, loop=False))
         box.run("systemctl", "daemon-reload")
         box.run("systemctl", "reset-failed", "edge-agent", check=False)
-        box.run("systemctl", "restart", "edge-agent", timeout=90)
+        start(box, "restart")
         deadline = time.monotonic() + 40
         restarts = 0
         while time.monotonic() < deadline and restarts < 1:
