@@ -116,7 +116,7 @@ def _refusal_text(config, reason_code):
     return text
 
 
-def _configure(client, config):
+def configure_tls(client, config):
     """TLS from the config; a file that cannot be loaded is a configuration error, not a network one."""
     if config.tls is not None:
         tls = config.tls
@@ -128,7 +128,7 @@ def _configure(client, config):
             raise MQTTError(f"mqtt.tls: cannot load the certificates: {exc}") from None
 
 
-def _set_credentials(client, config):
+def set_credentials(client, config):
     password = config.password()
     if config.username is not None or password is not None:
         client.username_pw_set(config.username, password)
@@ -189,7 +189,7 @@ class Publisher:
         self._client.will_set(self.status_topic, will, qos=1, retain=True)
         self._client.reconnect_delay_set(min_delay=1, max_delay=mqtt_config.reconnect_max_s)
         self._client.max_inflight_messages_set(max_inflight + _PAHO_INFLIGHT_SPARE)
-        _configure(self._client, mqtt_config)
+        configure_tls(self._client, mqtt_config)
         self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
@@ -468,8 +468,8 @@ def probe_broker(mqtt_config, *, client_id, timeout=10.0):
     where = f"{mqtt_config.host}:{mqtt_config.port}"
     client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5,
                      reconnect_on_failure=False)
-    _configure(client, mqtt_config)
-    _set_credentials(client, mqtt_config)
+    configure_tls(client, mqtt_config)
+    set_credentials(client, mqtt_config)
     client.connect_timeout = timeout
     answer = {}
     done = threading.Event()
