@@ -36,6 +36,9 @@ setup(
         "paho-mqtt>=2.0,<3",
         # sd_notify and the journal; builds against libsystemd-dev (scripts/setup.sh installs it).
         "systemd-python>=235",
+        # The collector's store: SQLite by default, PostgreSQL through psycopg.
+        "SQLAlchemy>=2.0",
+        "psycopg[binary]>=3.1",
     ],
     extras_require={
         # Only for building the model and for the Keras baseline; never needed on a Pi.

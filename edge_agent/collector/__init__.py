@@ -1,0 +1,1 @@
+"""The school server's side: MQTT in, a store, charts out."""

@@ -1,0 +1,248 @@
+"""Windows and device liveness in SQL: SQLite on one server, PostgreSQL when the school has one.
+
+One code path serves both through SQLAlchemy Core. A window is identified by
+``(device, window_start)`` and stored once however often MQTT delivers it (QoS 1 is
+at-least-once), so every insert is ``ON CONFLICT DO NOTHING``.
+"""
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import (BigInteger, Boolean, Column, Double, Index, Integer, MetaData, String, Table,
+                        create_engine, event, func, select)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from ..emotions import EMOTIONS
+from ..errors import EdgeAgentError
+from ..messages import SCHEMA_VERSION, EmotionsPayload, format_utc
+
+# Long enough to ride out another process's write (a retention run, a second collector).
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+POSTGRES_CONNECT_TIMEOUT_S = 10
+
+metadata = MetaData()
+
+windows_table = Table(
+    "windows", metadata,
+    Column("device", String(64), primary_key=True),
+    # Epoch seconds: an integer compares and indexes the same in both databases; 64 bits outlive 2038.
+    Column("window_start", BigInteger, primary_key=True, autoincrement=False),
+    Column("site", String(64), nullable=False),
+    Column("room", String(64), nullable=False),
+    Column("window_s", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("frames", Integer, nullable=False),
+    Column("faces", Integer, nullable=False),
+    Column("faces_per_frame_median", Integer, nullable=False),
+    *(Column(label, Integer, nullable=False) for label in EMOTIONS),
+    Column("suppressed", Boolean, nullable=False),
+    Column("model", String(80), nullable=False),
+    Column("received_at", Double, nullable=False),
+    Index("windows_by_room", "site", "room", "window_start"),
+)
+
+devices_table = Table(
+    "devices", metadata,
+    Column("device", String(64), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("room", String(64), nullable=False),
+    Column("state", String(16)),
+    Column("camera", String(32)),
+    Column("reason", String(500)),
+    Column("version", String(32)),
+    Column("status_at", Double),
+    Column("last_seen", Double),
+)
+
+_STATUS_COLUMNS = ("site", "room", "state", "camera", "reason", "version", "status_at")
+
+
+class StoreError(EdgeAgentError):
+    """The database cannot be reached or written; the text names it (password masked) and says why."""
+
+
+@dataclass(frozen=True)
+class Device:
+    device: str
+    site: str
+    room: str
+    state: str | None
+    camera: str | None
+    last_seen: float | None
+    status_at: float | None
+    reason: str | None = None
+    version: str | None = None
+
+
+def _reason(exc):
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _set_sqlite_pragmas(dbapi_connection, connection_record):
+    cursor = dbapi_connection.cursor()
+    # WAL lets the chart server read while the collector writes; NORMAL is durable across a
+    # process crash and loses at most the last commits on power loss, which MQTT redelivers.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+class Store:
+    """Windows and devices in the database at ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
+
+    def __init__(self, url, *, retention_days=None):
+        self.retention_days = retention_days
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise StoreError(f"store URL {url!r} is not a database URL: {exc}") from None
+        if parsed.drivername == "postgresql":
+            # The bare name means psycopg2 to SQLAlchemy; psycopg 3 is the driver we install.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self.url = parsed.render_as_string(hide_password=True)
+        self._password = parsed.password
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            self._insert = sqlite.insert
+            self._check_sqlite_path(parsed.database)
+            kwargs = {}
+        elif self.dialect == "postgresql":
+            self._insert = postgresql.insert
+            # A server restarted under us leaves dead pooled connections; test each before use.
+            kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}}
+        else:
+            raise StoreError(f"store {self.url}: only sqlite:/// and postgresql+psycopg:// URLs are supported")
+        try:
+            self.engine = create_engine(parsed, **kwargs)
+        except (NoSuchModuleError, ModuleNotFoundError) as exc:
+            raise StoreError(f"store {self.url}: the database driver is not installed ({_reason(exc)}); "
+                             "PostgreSQL needs the psycopg package") from None
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _set_sqlite_pragmas)
+        with self._guard("cannot open the store"):
+            metadata.create_all(self.engine)
+
+    def _check_sqlite_path(self, database):
+        if not database or database == ":memory:":
+            return
+        directory = Path(database).resolve().parent
+        if not directory.is_dir():
+            raise StoreError(f"cannot open the store {self.url}: directory {directory} does not exist")
+
+    @contextmanager
+    def _guard(self, action):
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            reason = _reason(exc)
+            if self._password:
+                reason = reason.replace(self._password, "***")
+            raise StoreError(f"{action} {self.url}: {reason}") from None
+
+    # -- windows ---------------------------------------------------------------------------
+
+    def add_windows(self, payloads, *, received_at=None):
+        """Store many windows in one transaction; returns how many were not stored before."""
+        received_at = time.time() if received_at is None else received_at
+        rows = {}
+        for payload in payloads:
+            row = _window_row(payload, received_at)
+            rows.setdefault((row["device"], row["window_start"]), row)
+        if not rows:
+            return 0
+        # RETURNING counts the rows really inserted: psycopg reports no rowcount for a batch.
+        statement = (self._insert(windows_table)
+                     .on_conflict_do_nothing(index_elements=["device", "window_start"])
+                     .returning(windows_table.c.device))
+        with self._guard("cannot write windows to"), self.engine.begin() as connection:
+            return len(connection.execute(statement, list(rows.values())).all())
+
+    def windows(self, site, room, start=None, end=None):
+        """One room's windows as payloads, by start then device; ``start`` inclusive, ``end`` exclusive."""
+        query = select(windows_table).where(windows_table.c.site == site, windows_table.c.room == room)
+        if start is not None:
+            query = query.where(windows_table.c.window_start >= start)
+        if end is not None:
+            query = query.where(windows_table.c.window_start < end)
+        query = query.order_by(windows_table.c.window_start, windows_table.c.device)
+        with self._guard("cannot read windows from"), self.engine.connect() as connection:
+            return [_window_payload(row) for row in connection.execute(query).mappings()]
+
+    def rooms(self):
+        """``(site, room)`` of every room that has windows, sorted."""
+        query = (select(windows_table.c.site, windows_table.c.room).distinct()
+                 .order_by(windows_table.c.site, windows_table.c.room))
+        with self._guard("cannot read rooms from"), self.engine.connect() as connection:
+            return [(row.site, row.room) for row in connection.execute(query)]
+
+    def count_windows(self):
+        with self._guard("cannot count windows in"), self.engine.connect() as connection:
+            return connection.execute(select(func.count()).select_from(windows_table)).scalar_one()
+
+    def apply_retention(self, now=None):
+        """Delete windows that started more than ``retention_days`` before ``now``; returns how many."""
+        if self.retention_days is None:
+            return 0
+        now = time.time() if now is None else now
+        cutoff = now - self.retention_days * 86400
+        statement = windows_table.delete().where(windows_table.c.window_start < cutoff)
+        with self._guard("cannot delete old windows from"), self.engine.begin() as connection:
+            return connection.execute(statement).rowcount
+
+    # -- devices ---------------------------------------------------------------------------
+
+    def set_status(self, payload, *, site, room, received_at):
+        values = {"device": payload.device, "site": site, "room": room, "state": payload.state,
+                  "camera": payload.camera, "reason": payload.reason, "version": payload.version,
+                  "status_at": received_at}
+        self._upsert_device(values, _STATUS_COLUMNS)
+
+    def touch(self, device, *, site, room, seen_at):
+        self._upsert_device({"device": device, "site": site, "room": room, "last_seen": seen_at},
+                            ("site", "room", "last_seen"))
+
+    def _upsert_device(self, values, columns):
+        statement = self._insert(devices_table).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["device"], set_={name: statement.excluded[name] for name in columns})
+        with self._guard("cannot write device state to"), self.engine.begin() as connection:
+            connection.execute(statement)
+
+    def devices(self):
+        query = select(devices_table).order_by(devices_table.c.device)
+        with self._guard("cannot read devices from"), self.engine.connect() as connection:
+            return [Device(**row) for row in connection.execute(query).mappings()]
+
+    def close(self):
+        self.engine.dispose()
+
+
+def _window_row(payload, received_at):
+    row = {
+        "device": payload.device, "site": payload.site, "room": payload.room,
+        "window_start": payload.start_epoch, "window_s": payload.window_s, "seq": payload.seq,
+        "frames": payload.frames, "faces": payload.faces,
+        "faces_per_frame_median": payload.faces_per_frame_median,
+        "suppressed": payload.suppressed, "model": payload.model, "received_at": received_at,
+    }
+    row.update(payload.counts.as_dict())
+    return row
+
+
+def _window_payload(row):
+    return EmotionsPayload.model_validate({
+        "schema": SCHEMA_VERSION, "device": row["device"], "site": row["site"], "room": row["room"],
+        "window_start": format_utc(row["window_start"]), "window_s": row["window_s"], "seq": row["seq"],
+        "frames": row["frames"], "faces": row["faces"],
+        "faces_per_frame_median": row["faces_per_frame_median"],
+        "counts": {label: row[label] for label in EMOTIONS},
+        "suppressed": row["suppressed"], "model": row["model"],
+    })
