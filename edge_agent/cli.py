@@ -184,7 +184,7 @@ def cmd_bench_pipeline(args):
     for path in (args.video, args.photo):
         if not path.is_file():
             raise EdgeAgentError(f"{path} does not exist (pass --video and --photo, or put ../shared beside the repo)")
-    # Measured first, before TensorFlow is loaded into any child process's parent.
+    # First: the children's peak memory is a high-water mark over every child run so far.
     rss_mb = analyze_rss_mb(args.video, args.close_up_width)
     frames, decode_ms = video_frames(args.video, every=args.every)
     height, width = frames[0].shape[:2]
