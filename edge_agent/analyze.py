@@ -72,16 +72,6 @@ def image_frames(source, warn):
         yield Frame(image, mtime, index)
 
 
-def video_info(path):
-    """(frame count, fps) as the container states them; None where it does not."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        count, fps = capture.get(cv2.CAP_PROP_FRAME_COUNT), capture.get(cv2.CAP_PROP_FPS)
-        return (int(count) if count > 0 else None), (fps if fps > 0 else None)
-    finally:
-        capture.release()
-
-
 @dataclass
 class Summary:
     sources: int = 0
@@ -114,7 +104,7 @@ class Analysis:
                 raise
             self.warn(f"skipping {source.name}: {exc}")
             return iter(()), (None, None)
-        return _closing(video, sample_frames(video, sample_fps)), video_info(source.video)
+        return _closing(video, sample_frames(video, sample_fps)), (video.frame_count, video.fps)
 
     def run(self, sources, sample_fps, start=None, on_frame=None, on_window=None):
         """Analyse every source; ``on_frame(source, frame_number, t, result)`` and ``on_window(payload)``."""

@@ -127,6 +127,10 @@ class OpenCVSource(FrameSource):
         self._clock = clock
         self._kind, self._target, self.name = self._classify(source)
         self.finite = self._kind == "file" and not loop
+        # Files only, known once open: the recording's rate (FALLBACK_FPS when it does not say)
+        # and frame count (None when it does not say).
+        self.fps = None
+        self.frame_count = None
         self._cap = None
         self._index = -1
 
@@ -187,14 +191,15 @@ class OpenCVSource(FrameSource):
                 f"video file {path} cannot be decoded by OpenCV (not a video, or a codec this build lacks)"
             )
         fps = cap.get(cv2.CAP_PROP_FPS)
-        self._fps = fps if math.isfinite(fps) and fps > 0 else FALLBACK_FPS
+        self.fps = fps if math.isfinite(fps) and fps > 0 else FALLBACK_FPS
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if math.isfinite(count) and count > 0 else None
         if self.start_time is not None:
             self._t0 = self.start_time
         elif self.realtime:
             self._t0 = self._clock()
         else:
-            count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-            duration = count / self._fps if math.isfinite(count) and count > 0 else 0.0
+            duration = self.frame_count / self.fps if self.frame_count else 0.0
             self._t0 = os.path.getmtime(path) - duration
         self._cap = cap
         self._first_grabbed = True
@@ -236,7 +241,7 @@ class OpenCVSource(FrameSource):
         pos = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
         # Broken files and some backends repeat or zero the position: keep time rising.
         if self._pass_t is not None and not pos > self._pass_t:
-            pos = self._pass_t + 1 / self._fps
+            pos = self._pass_t + 1 / self.fps
         self._pass_t = pos
         video_t = self._loop_offset + pos
         self._t = self._t0 + video_t
@@ -246,7 +251,7 @@ class OpenCVSource(FrameSource):
 
     def _rewind(self):
         # The pass lasted until one frame period after its last frame.
-        self._loop_offset += self._pass_t + 1 / self._fps
+        self._loop_offset += self._pass_t + 1 / self.fps
         self._pass_t = None
         if self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0) and self._cap.grab():
             return
