@@ -55,6 +55,16 @@ def draw_interest_pie(ax, counts, interested=DEFAULT_INTERESTED):
     ax.axis("equal")
 
 
+def draw_stacked_shares(ax, positions, counts, width, **bar_options):
+    """One bar per position, stacked from each emotion's share of that position's ``counts`` (no faces: empty)."""
+    bottoms = [0.0] * len(counts)
+    for label in EMOTIONS:
+        shares = [c[label] / sum(c.values()) if sum(c.values()) else 0.0 for c in counts]
+        ax.bar(positions, shares, width=width, bottom=bottoms, color=EMOTION_COLORS[label], label=label,
+               **bar_options)
+        bottoms = [b + share for b, share in zip(bottoms, shares)]
+
+
 def draw_emotion_shares(ax, payloads):
     """Stacked bars of each emotion's share, one bar per window in order; suppressed windows stay empty and hatched."""
     ax.set_title("Emotion shares per window")
@@ -65,14 +75,7 @@ def draw_emotion_shares(ax, payloads):
         return
     # Bars by position, not by time: recordings from different days still read as one session.
     positions = range(len(payloads))
-    bottoms = [0.0] * len(payloads)
-    for label in EMOTIONS:
-        shares = []
-        for payload in payloads:
-            total = payload.counts.total()
-            shares.append(getattr(payload.counts, label) / total if total else 0.0)
-        ax.bar(positions, shares, width=0.9, bottom=bottoms, color=EMOTION_COLORS[label], label=label)
-        bottoms = [b + s for b, s in zip(bottoms, shares)]
+    draw_stacked_shares(ax, positions, [payload.counts.as_dict() for payload in payloads], width=0.9)
     suppressed = [i for i, payload in enumerate(payloads) if payload.suppressed]
     if suppressed:
         ax.bar(suppressed, [1] * len(suppressed), width=0.9, color="none", edgecolor="#bbbbbb", hatch="//",

@@ -10,8 +10,8 @@ import time
 
 from matplotlib.patches import Patch
 
-from ..charts import (DEFAULT_INTERESTED, EMOTION_COLORS, INTERESTED_COLOR, draw_interest_pie, interest_ratio,
-                      pyplot)
+from ..charts import (DEFAULT_INTERESTED, EMOTION_COLORS, INTERESTED_COLOR, draw_interest_pie, draw_stacked_shares,
+                      interest_ratio, pyplot)
 from ..emotions import EMOTIONS
 from .sessions import interest_series, smooth
 
@@ -119,11 +119,7 @@ def draw_shares(ax, session):
     minutes = [m for m in session.minutes if m.counts]
     starts = [_time(m.start) for m in minutes]
     widths = [m.window_s * 0.9 / 86400 for m in minutes]  # matplotlib's date unit is a day
-    bottoms = [0.0] * len(minutes)
-    for label in EMOTIONS:
-        shares = [m.counts[label] / sum(m.counts.values()) for m in minutes]
-        ax.bar(starts, shares, width=widths, bottom=bottoms, align="edge", color=EMOTION_COLORS[label])
-        bottoms = [b + s for b, s in zip(bottoms, shares)]
+    draw_stacked_shares(ax, starts, [m.counts for m in minutes], widths, align="edge")
     _shade_gaps(ax, session)
     _time_axis(ax, session)
     if not minutes:
