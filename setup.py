@@ -20,6 +20,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["edge_agent", "edge_agent.*"]),
+    package_data={"edge_agent.collector": ["templates/*.html"]},
     # Installed copies find the model here; a source checkout uses its own models/.
     data_files=[("share/edge-agent/models", MODEL_FILES)],
     install_requires=[
@@ -39,11 +40,15 @@ setup(
         # The collector's store: SQLite by default, PostgreSQL through psycopg.
         "SQLAlchemy>=2.0",
         "psycopg[binary]>=3.1",
+        # The dashboard's HTML pages, escaped properly.
+        "Jinja2>=3.1",
     ],
     extras_require={
         # Only for building the model and for the Keras baseline; never needed on a Pi.
         "model": ["tensorflow-cpu==2.21.*", "tf_keras==2.21.*"],
-        "test": ["pytest>=7", "hypothesis>=6"],
+        # Selenium drives Debian's chromium through its chromedriver (scripts/setup.sh installs both).
+        "test": ["pytest>=7", "hypothesis>=6", "selenium>=4.11"],
     },
-    entry_points={"console_scripts": ["edge-agent=edge_agent.cli:main"]},
+    entry_points={"console_scripts": ["edge-agent=edge_agent.cli:main",
+                                       "edge-collector=edge_agent.collector.cli:main"]},
 )

@@ -58,9 +58,13 @@ def run_checks(config_path):
 
 
 def check(config_path, out):
-    """Print a verdict per part; 0 when every part is fine, 1 otherwise."""
+    return print_verdicts(run_checks(config_path), out)
+
+
+def print_verdicts(results, out):
+    """Print each ``(part, ok, detail)`` as it comes; 0 when every part is fine, 1 otherwise."""
     failed = 0
-    for part, ok, detail in run_checks(config_path):
+    for part, ok, detail in results:
         failed += not ok
         print(f"{part:<7} {'ok' if ok else 'FAIL':<5} {detail}", file=out, flush=True)
     print("all good" if not failed else f"{failed} problem(s) found", file=out)

@@ -56,7 +56,7 @@ def cmd_evaluate(args):
     print(json.dumps(result) if args.json else format_report(result))
 
 
-def _utc_time(text):
+def utc_time_arg(text):
     import datetime as dt
 
     try:
@@ -263,7 +263,7 @@ def build_parser():
     analyze.add_argument("--config", type=Path, help="agent config YAML (default: built-in defaults)")
     analyze.add_argument("--sample-fps", type=_non_negative_float,
                          help="frames analysed per second of video (default: the config's camera.fps; 0: every frame)")
-    analyze.add_argument("--start", type=_utc_time,
+    analyze.add_argument("--start", type=utc_time_arg,
                          help="when the video started (ISO 8601, UTC unless an offset is given); "
                               "default: the file's modification time minus its duration")
     analyze.add_argument("--json", action="store_true", help="print one contract payload (JSON) per window")

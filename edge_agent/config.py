@@ -1,4 +1,4 @@
-"""The agent's YAML configuration: every key, its default, and validation that names the line."""
+"""YAML configuration: the agent's keys and defaults, and validation that names the file, line and key."""
 
 import os
 import socket
@@ -28,7 +28,7 @@ class ConfigError(EdgeAgentError):
     """A configuration a person must fix; the message names the file, line and key."""
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     # A misspelt key would otherwise be ignored and its default used without a word.
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -38,14 +38,14 @@ def _hostname():
     return "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in name)[:64] or "edge-agent"
 
 
-class DeviceConfig(_Section):
+class DeviceConfig(Section):
     id: Name = Field(default_factory=_hostname, title="Device id",
                      description="MQTT client id and topic level; defaults to the host name")
     site: Name = Field("default", title="Site (school or building)")
     room: Name = Field("default", title="Room")
 
 
-class CameraConfig(_Section):
+class CameraConfig(Section):
     backend: Literal["auto", "opencv", "picamera2"] = Field(
         "auto", title="Capture backend", description="auto: picamera2 when source is 'picamera2', else OpenCV")
     source: int | str = Field(
@@ -60,7 +60,7 @@ class CameraConfig(_Section):
     backoff_max_s: Annotated[float, Field(ge=1, le=3600)] = Field(60.0, title="Longest wait between reopen tries")
 
 
-class DetectorConfig(_Section):
+class DetectorConfig(Section):
     cascade: ExistingFile = Field(DEFAULT_CASCADE, title="Haar cascade XML")
     scale_factor: Annotated[float, Field(gt=1.0, le=2.0)] = Field(1.1, title="Cascade scale step")
     min_neighbors: Annotated[int, Field(ge=0, le=50)] = Field(5, title="Neighbours a detection needs")
@@ -74,12 +74,12 @@ class DetectorConfig(_Section):
         (0.0, 0.0), title="Margin added around each face before labelling, as fractions of its width and height")
 
 
-class ClassifierConfig(_Section):
+class ClassifierConfig(Section):
     model: ExistingFile = Field(DEFAULT_MODEL, title="Int8 TFLite emotion model")
     threads: Annotated[int, Field(ge=1, le=64)] = Field(1, title="Interpreter threads")
 
 
-class WindowConfig(_Section):
+class WindowConfig(Section):
     length_s: Annotated[int, Field(ge=1, le=3600)] = Field(60, title="Window length in seconds")
     min_group: Annotated[int, Field(ge=1, le=1000)] = Field(
         3, title="Smallest median faces per frame whose counts are reported (fewer: suppressed)")
@@ -92,7 +92,7 @@ class WindowConfig(_Section):
         return value
 
 
-class TLSConfig(_Section):
+class TLSConfig(Section):
     ca: ExistingFile | None = Field(None, title="CA certificate that signed the broker's")
     cert: ExistingFile | None = Field(None, title="Client certificate (optional)")
     key: ExistingFile | None = Field(None, title="Client key (with cert)")
@@ -104,7 +104,9 @@ class TLSConfig(_Section):
         return self
 
 
-class MQTTConfig(_Section):
+class BrokerConfig(Section):
+    """How to reach the broker: shared by the agent and the collector."""
+
     host: str = Field("localhost", min_length=1, title="Broker host")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(1883, title="Broker port")
     prefix: Name = Field(DEFAULT_PREFIX, title="First topic level")
@@ -114,7 +116,6 @@ class MQTTConfig(_Section):
     password_env: str | None = Field(None, title="Environment variable holding the password")
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = Field(60, title="MQTT keepalive")
     reconnect_max_s: Annotated[float, Field(ge=1, le=3600)] = Field(60.0, title="Longest wait between reconnects")
-    stats_interval_s: Annotated[float, Field(ge=5, le=3600)] = Field(60.0, title="Seconds between stats messages")
 
     @model_validator(mode="after")
     def _one_password_source(self):
@@ -137,15 +138,19 @@ class MQTTConfig(_Section):
         return None
 
 
-def default_state_dir():
+class MQTTConfig(BrokerConfig):
+    stats_interval_s: Annotated[float, Field(ge=5, le=3600)] = Field(60.0, title="Seconds between stats messages")
+
+
+def default_state_dir(name="edge-agent"):
     """systemd's StateDirectory= when run as a service, else the user's state directory."""
     state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     if state:
         return Path(state)
-    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "edge-agent"
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / name
 
 
-class OutboxConfig(_Section):
+class OutboxConfig(Section):
     path: Path | None = Field(None, title="SQLite outbox (default: the state directory's outbox.sqlite3)")
     max_age_h: Annotated[float, Field(gt=0, le=24 * 365)] = Field(
         168.0, title="Windows older than this are dropped (counted and logged) when the broker stays away")
@@ -154,11 +159,11 @@ class OutboxConfig(_Section):
         return self.path or default_state_dir() / "outbox.sqlite3"
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", title="Log level")
 
 
-class AgentConfig(_Section):
+class AgentConfig(Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     camera: CameraConfig = Field(default_factory=CameraConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
@@ -168,12 +173,20 @@ class AgentConfig(_Section):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
+    @classmethod
+    def resolve_paths(cls, data, base):
+        resolve_path_keys(data, base, (("detector", "cascade"), ("classifier", "model"), ("outbox", "path"),
+                                       *BROKER_PATH_KEYS))
+        camera = data.get("camera")
+        if isinstance(camera, dict) and isinstance(camera.get("source"), str):
+            source = camera["source"]
+            if source != "picamera2" and "://" not in source and not source.isdigit() \
+                    and not source.startswith("/dev/"):
+                camera["source"] = str(base / Path(source).expanduser())
 
-# Keys whose values are file paths, resolved against the config file's directory.
-PATH_KEYS = (("detector", "cascade"), ("classifier", "model"), ("mqtt", "password_file"),
-             ("mqtt", "tls", "ca"), ("mqtt", "tls", "cert"), ("mqtt", "tls", "key"), ("outbox", "path"))
-# Camera sources that are relative file paths are resolved the same way.
-_NOT_FILES = ("picamera2",)
+
+BROKER_PATH_KEYS = (("mqtt", "password_file"), ("mqtt", "tls", "ca"), ("mqtt", "tls", "cert"),
+                    ("mqtt", "tls", "key"))
 
 
 def _key_lines(node, path=(), lines=None, source="config"):
@@ -192,19 +205,14 @@ def _key_lines(node, path=(), lines=None, source="config"):
     return lines
 
 
-def _resolve_paths(data, base):
-    for keys in PATH_KEYS:
+def resolve_path_keys(data, base, path_keys):
+    """Make the file paths at ``path_keys`` relative to the config file's directory ``base``."""
+    for keys in path_keys:
         section = data
         for key in keys[:-1]:
             section = section.get(key) if isinstance(section, dict) else None
         if isinstance(section, dict) and isinstance(section.get(keys[-1]), str):
             section[keys[-1]] = str(base / Path(section[keys[-1]]).expanduser())
-    camera = data.get("camera")
-    if isinstance(camera, dict) and isinstance(camera.get("source"), str):
-        source = camera["source"]
-        if source not in _NOT_FILES and "://" not in source and not source.isdigit() \
-                and not source.startswith("/dev/"):
-            camera["source"] = str(base / Path(source).expanduser())
 
 
 def _describe(exc, lines, source):
@@ -223,8 +231,9 @@ def _describe(exc, lines, source):
     return "\n".join(messages)
 
 
-def parse_config(text, source="config", base=None):
-    """Validate YAML text; paths are resolved against ``base`` (the config file's directory)."""
+def parse_config(text, source="config", base=None, model=None):
+    """Validate YAML text as ``model`` (the agent's by default); paths are resolved against ``base``."""
+    model = model or AgentConfig
     try:
         lines = _key_lines(yaml.compose(text) if text.strip() else None, source=source)
         data = yaml.safe_load(text) if text.strip() else {}
@@ -237,17 +246,18 @@ def parse_config(text, source="config", base=None):
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, not {type(data).__name__}")
     if base is not None:
-        _resolve_paths(data, Path(base))
+        model.resolve_paths(data, Path(base))
     try:
-        return AgentConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, lines, source)) from None
 
 
-def load_config(path=None):
+def load_config(path=None, model=None):
     """The configuration in ``path``, or every default when ``path`` is None."""
+    model = model or AgentConfig
     if path is None:
-        return AgentConfig()
+        return model()
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -255,4 +265,4 @@ def load_config(path=None):
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
-    return parse_config(text, source=str(path), base=path.resolve().parent)
+    return parse_config(text, source=str(path), base=path.resolve().parent, model=model)

@@ -10,26 +10,9 @@ from edge_agent.collector.charts import (draw_interest, emotion_shares_chart, fl
 from edge_agent.collector.sessions import (Minute, Session, interest_series, room_minutes, smooth,
                                            split_sessions)
 from edge_agent.emotions import EMOTIONS
-from edge_agent.messages import EmotionsPayload, format_utc, parse_utc
+from windows import T0, lesson, window
 
-T0 = parse_utc("2026-11-23T10:00:00Z")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def window(device, minute, room="101", suppressed=False, **counts):
-    full = dict.fromkeys(EMOTIONS, 0) | counts
-    faces = 40 if suppressed else sum(full.values())  # a lone face or two, seen but not reported
-    return EmotionsPayload.model_validate({
-        "schema": 1, "device": device, "site": "north", "room": room,
-        "window_start": format_utc(T0 + 60 * minute), "window_s": 60, "seq": minute,
-        "frames": 60, "faces": faces, "faces_per_frame_median": 1 if suppressed else min(faces, 12),
-        "counts": full, "suppressed": suppressed, "model": "mini-xception-int8:test",
-    })
-
-
-def lesson(minutes, room="101", devices=("pi-101a", "pi-101b")):
-    """Every device reports 6 happy, 2 neutral, 2 sad per minute: 80% interest."""
-    return [window(device, m, room=room, happy=6, neutral=2, sad=2) for m in minutes for device in devices]
 
 
 @pytest.fixture

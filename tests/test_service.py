@@ -18,6 +18,8 @@ from edge_agent import service
 from edge_agent.service import Notifier, configure_logging, cpu_temperature_c
 
 UNIT = REPO / "systemd" / "edge-agent.service"
+COLLECTOR_UNIT = REPO / "systemd" / "edge-collector.service"
+both_units = pytest.mark.parametrize("unit", [UNIT, COLLECTOR_UNIT], ids=["agent", "collector"])
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
 
@@ -327,32 +329,34 @@ def unit_settings(text):
     return settings
 
 
-def runnable_copy(tmp_path):
+def runnable_copy(tmp_path, unit):
     """The unit with ExecStart= pointing at an executable that exists here (verify checks it)."""
-    venv_binary = Path(sys.executable).parent / "edge-agent"
+    venv_binary = Path(sys.executable).parent / unit.stem
     binary = venv_binary if os.access(venv_binary, os.X_OK) else Path("/bin/true")
-    text = re.sub(r"(?m)^ExecStart=(\S+)", lambda m: f"ExecStart={binary}", UNIT.read_text())
-    copy = tmp_path / UNIT.name
+    text = re.sub(r"(?m)^ExecStart=(\S+)", lambda m: f"ExecStart={binary}", unit.read_text())
+    copy = tmp_path / unit.name
     copy.write_text(text)
     return copy
 
 
 @needs_systemd_analyze
-def test_unit_passes_systemd_analyze_verify(tmp_path):
-    copy = runnable_copy(tmp_path)
+@both_units
+def test_unit_passes_systemd_analyze_verify(tmp_path, unit):
+    copy = runnable_copy(tmp_path, unit)
     result = subprocess.run([SYSTEMD_ANALYZE, "verify", str(copy)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     # verify exits 0 even for unknown or unparsable settings; it names the file when it ignores one.
-    complaints = [line for line in result.stderr.splitlines() if UNIT.name in line or "ignoring" in line.lower()]
+    complaints = [line for line in result.stderr.splitlines() if unit.name in line or "ignoring" in line.lower()]
     assert complaints == []
 
 
 @needs_systemd_analyze
-def test_unit_exposure_is_at_most_2():
-    result = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=yes", str(UNIT)],
+@both_units
+def test_unit_exposure_is_at_most_2(unit):
+    result = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=yes", str(unit)],
                             capture_output=True, text=True, timeout=60)
     output = result.stdout + result.stderr
-    found = re.search(r"Overall exposure level for edge-agent\.service: (\d+\.\d+)", output)
+    found = re.search(rf"Overall exposure level for {re.escape(unit.name)}: (\d+\.\d+)", output)
     assert found, output
     assert float(found.group(1)) <= 2.0, output
 

@@ -183,6 +183,13 @@ class Store:
         with self._guard("cannot read rooms from"), self.engine.connect() as connection:
             return [(row.site, row.room) for row in connection.execute(query)]
 
+    def last_window_start(self, site, room):
+        """Epoch start of the room's newest window, or None when it has none."""
+        query = select(func.max(windows_table.c.window_start)).where(windows_table.c.site == site,
+                                                                      windows_table.c.room == room)
+        with self._guard("cannot read windows from"), self.engine.connect() as connection:
+            return connection.execute(query).scalar_one()
+
     def count_windows(self):
         with self._guard("cannot count windows in"), self.engine.connect() as connection:
             return connection.execute(select(func.count()).select_from(windows_table)).scalar_one()
@@ -203,18 +210,24 @@ class Store:
         values = {"device": payload.device, "site": site, "room": room, "state": payload.state,
                   "camera": payload.camera, "reason": payload.reason, "version": payload.version,
                   "status_at": received_at}
-        self._upsert_device(values, _STATUS_COLUMNS)
+        self._upsert_devices([values], _STATUS_COLUMNS)
 
     def touch(self, device, *, site, room, seen_at):
-        self._upsert_device({"device": device, "site": site, "room": room, "last_seen": seen_at},
-                            ("site", "room", "last_seen"))
+        self.touch_many({device: (site, room)}, seen_at=seen_at)
 
-    def _upsert_device(self, values, columns):
-        statement = self._insert(devices_table).values(values)
+    def touch_many(self, devices, *, seen_at):
+        """Mark ``{device: (site, room)}`` seen, all in one transaction: a backlog batch names hundreds."""
+        rows = [{"device": device, "site": site, "room": room, "last_seen": seen_at}
+                for device, (site, room) in devices.items()]
+        if rows:
+            self._upsert_devices(rows, ("site", "room", "last_seen"))
+
+    def _upsert_devices(self, rows, columns):
+        statement = self._insert(devices_table)
         statement = statement.on_conflict_do_update(
             index_elements=["device"], set_={name: statement.excluded[name] for name in columns})
         with self._guard("cannot write device state to"), self.engine.begin() as connection:
-            connection.execute(statement)
+            connection.execute(statement, rows)
 
     def devices(self):
         query = select(devices_table).order_by(devices_table.c.device)

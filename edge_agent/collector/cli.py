@@ -1,0 +1,204 @@
+"""The ``edge-collector`` command line."""
+
+import argparse
+import functools
+import http.server
+import sys
+from pathlib import Path
+
+from ..check import print_verdicts
+from ..cli import utc_time_arg
+from ..config import ConfigError
+from ..errors import EdgeAgentError
+from .config import load_collector_config
+
+DEFAULT_CONFIG = Path("/etc/edge-collector/collector.yaml")
+
+
+def _config(args):
+    """The given config; without one, the installed one if there is one, else every default."""
+    if args.config is None and DEFAULT_CONFIG.is_file():
+        args.config = DEFAULT_CONFIG
+    return load_collector_config(args.config)
+
+
+def _open_store(config, url=None):
+    from .store import Store
+
+    return Store(url or config.store.resolved_url(), retention_days=config.store.retention_days)
+
+
+def cmd_run(args):
+    from .daemon import run
+
+    return run(args.config)
+
+
+def cmd_check(args):
+    from ..mqtt import probe_broker
+    from .dashboard import Dashboard
+
+    def results():
+        try:
+            config = _config(args)
+        except ConfigError as exc:
+            yield "config", False, str(exc)
+            return
+        yield "config", True, f"{args.config or 'built-in defaults'}: client id {config.mqtt.client_id}"
+        try:
+            store = _open_store(config)
+            yield "store", True, f"{store.url}: {store.count_windows()} windows, {len(store.rooms())} rooms"
+            store.close()
+        except EdgeAgentError as exc:
+            yield "store", False, str(exc)
+        dashboard = Dashboard.from_config(config)
+        try:
+            dashboard.check_writable()
+            yield "output", True, f"{dashboard.output_dir} is writable"
+        except EdgeAgentError as exc:
+            yield "output", False, str(exc)
+        try:
+            yield "broker", True, probe_broker(config.mqtt, client_id=f"{config.mqtt.client_id}-check")
+        except EdgeAgentError as exc:
+            yield "broker", False, str(exc)
+
+    return print_verdicts(results(), sys.stdout)
+
+
+def cmd_dashboard(args):
+    from .dashboard import Dashboard
+
+    config = _config(args)
+    dashboard = Dashboard.from_config(config)
+    if args.out:
+        dashboard.output_dir = args.out
+    dashboard.check_writable()
+    store = _open_store(config, args.store)
+    try:
+        result = dashboard.build(store)
+    finally:
+        store.close()
+    print(f"{dashboard.output_dir / 'index.html'}: {result.rooms} rooms, {result.sessions} sessions, "
+          f"{result.charts_drawn} charts drawn in {result.seconds:.1f} s")
+
+
+def cmd_report(args):
+    from .report import find_room, report_session, write_report
+
+    config = _config(args)
+    store = _open_store(config, args.store)
+    try:
+        site, room = find_room(store, args.room)
+        session = report_session(store, site, room, start=args.start, end=args.end,
+                                 gap_s=config.sessions.gap_min * 60)
+    finally:
+        store.close()
+    write_report(session, args.out, config.sessions.interested)
+    interest = session.interest(config.sessions.interested)
+    print(f"wrote {args.out}: {site}/{room}, {len(session.minutes)} minutes, interest "
+          f"{'no data' if interest is None else f'{interest:.0%}'}")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def cmd_serve(args):
+    directory = args.dir or _config(args).dashboard.resolved_output_dir()
+    if not (directory / "index.html").is_file():
+        raise EdgeAgentError(f"{directory} has no index.html yet: run `edge-collector run` or "
+                             "`edge-collector dashboard` first")
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    try:
+        server = http.server.ThreadingHTTPServer((args.bind, args.port), handler)
+    except OSError as exc:
+        raise EdgeAgentError(f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}") from None
+    host, port = server.server_address[:2]
+    print(f"serving {directory} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def cmd_bench(args):
+    from .bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="edge-collector",
+        description="The classroom emotion collector: MQTT windows into a store, charts and a dashboard.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = f"collector config YAML (default: {DEFAULT_CONFIG} if present, else built-in defaults)"
+
+    run = commands.add_parser(
+        "run", help="subscribe to every device, store windows, regenerate the dashboard (what the service runs)",
+        description="Run until SIGTERM: every device's windows, status and stats from MQTT (a persistent "
+                    "QoS 1 session, so windows sent while the collector was away arrive when it is back), "
+                    "validated and stored once each; the dashboard rewritten every dashboard.refresh_s.")
+    run.add_argument("--config", type=Path, required=True, help="collector config YAML")
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser(
+        "check", help="check the config, store, output directory and broker, a verdict for each",
+        description="Exit status 0 when every part is fine, 1 when one is not.")
+    check.add_argument("--config", type=Path, help=config_help)
+    check.set_defaults(handler=cmd_check)
+
+    dashboard = commands.add_parser(
+        "dashboard", help="write the dashboard once from the store",
+        description="Regenerate the HTML pages and charts once (what `run` does every refresh).")
+    dashboard.add_argument("--config", type=Path, help=config_help)
+    dashboard.add_argument("--store", metavar="URL", help="database URL (default: the config's)")
+    dashboard.add_argument("--out", type=Path, help="output directory (default: the config's)")
+    dashboard.set_defaults(handler=cmd_dashboard)
+
+    report = commands.add_parser(
+        "report", help="one room's after-class report as PNG or PDF",
+        description="Interest per minute, emotion shares, the interested/not interested pie and the "
+                    "session's figures on one page. Without --from/--to: the room's latest session.")
+    report.add_argument("--room", required=True, help="ROOM, or SITE/ROOM when the name is used in several sites")
+    report.add_argument("--from", dest="start", type=utc_time_arg, metavar="TIME",
+                        help="period start, ISO 8601 (UTC unless an offset is given)")
+    report.add_argument("--to", dest="end", type=utc_time_arg, metavar="TIME", help="period end, ISO 8601")
+    report.add_argument("--out", type=Path, required=True, help="FILE.png or FILE.pdf")
+    report.add_argument("--config", type=Path, help=config_help)
+    report.add_argument("--store", metavar="URL", help="database URL (default: the config's)")
+    report.set_defaults(handler=cmd_report)
+
+    serve = commands.add_parser(
+        "serve", help="serve the dashboard directory over HTTP for a quick look",
+        description="A plain local web server for the dashboard directory. For a school network, put a "
+                    "real web server in front of the directory instead.")
+    serve.add_argument("--config", type=Path, help=config_help)
+    serve.add_argument("--dir", type=Path, help="dashboard directory (default: the config's)")
+    serve.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default: %(default)s; 0: any free port)")
+    serve.set_defaults(handler=cmd_serve)
+
+    bench = commands.add_parser(
+        "bench", help="ingest throughput: simulated devices through a real broker into SQLite and PostgreSQL",
+        add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(handler=cmd_bench)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        status = args.handler(args)
+    except EdgeAgentError as exc:
+        print(f"edge-collector: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+    return status or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

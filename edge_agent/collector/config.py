@@ -1,0 +1,95 @@
+"""The collector's YAML configuration: every key, its default, validated like the agent's."""
+
+import socket
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from ..charts import DEFAULT_INTERESTED
+from ..config import (BROKER_PATH_KEYS, BrokerConfig, LoggingConfig, Name, Section, default_state_dir, load_config,
+                      parse_config, resolve_path_keys)
+from ..emotions import EMOTIONS
+
+STATE_NAME = "edge-collector"
+SQLITE_PREFIX = "sqlite:///"
+
+
+def _client_id():
+    return f"edge-collector-{socket.gethostname().split('.')[0]}"[:64]
+
+
+class CollectorMQTTConfig(BrokerConfig):
+    client_id: Name = Field(default_factory=_client_id, title="MQTT client id",
+                            description="names the persistent session: keep it stable across restarts")
+    shared_group: Name | None = Field(
+        None, title="MQTT 5 shared subscription group",
+        description="collectors with the same group split the messages between them")
+
+
+class StoreConfig(Section):
+    url: str | None = Field(None, title="Database URL",
+                            description="sqlite:///PATH (default: the state directory's collector.sqlite3) "
+                                        "or postgresql://USER@HOST/DB")
+    retention_days: Annotated[float, Field(gt=0)] | None = Field(
+        365.0, title="Windows older than this many days are deleted (null: kept for ever)")
+
+    def resolved_url(self):
+        """The URL; the default SQLite file's directory is made here, as systemd's StateDirectory= would."""
+        if self.url:
+            return self.url
+        state = default_state_dir(STATE_NAME)
+        state.mkdir(parents=True, exist_ok=True)
+        return f"{SQLITE_PREFIX}{state / 'collector.sqlite3'}"
+
+
+class SessionsConfig(Section):
+    gap_min: Annotated[float, Field(gt=0, le=24 * 60)] = Field(
+        15.0, title="A room silent for longer than this many minutes starts a new session")
+    interested: tuple[str, ...] = Field(DEFAULT_INTERESTED, min_length=1, title="Emotions counted as interested")
+
+    @field_validator("interested")
+    @classmethod
+    def _known_emotions(cls, value):
+        unknown = [label for label in value if label not in EMOTIONS]
+        if unknown:
+            raise ValueError(f"unknown emotion {', '.join(unknown)}; choose from {', '.join(EMOTIONS)}")
+        if len(set(value)) == len(EMOTIONS):
+            raise ValueError("every emotion is listed: nothing would count as not interested")
+        return tuple(dict.fromkeys(value))
+
+
+class DashboardConfig(Section):
+    output_dir: Path | None = Field(None, title="Directory the HTML pages and charts are written to",
+                                    description="default: the state directory's dashboard/")
+    refresh_s: Annotated[float, Field(ge=5, le=24 * 3600)] = Field(60.0, title="Seconds between regenerations")
+    sessions_per_room: Annotated[int, Field(ge=1, le=100)] = Field(5, title="Latest sessions shown per room")
+
+    def resolved_output_dir(self):
+        return self.output_dir or default_state_dir(STATE_NAME) / "dashboard"
+
+
+class CollectorConfig(Section):
+    mqtt: CollectorMQTTConfig = Field(default_factory=CollectorMQTTConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @classmethod
+    def resolve_paths(cls, data, base):
+        resolve_path_keys(data, base, (("dashboard", "output_dir"), *BROKER_PATH_KEYS))
+        store = data.get("store")
+        url = store.get("url") if isinstance(store, dict) else None
+        # sqlite:///name.db is relative, sqlite:////abs.db absolute; relative means next to this file.
+        if isinstance(url, str) and url.startswith(SQLITE_PREFIX) and not url.startswith(SQLITE_PREFIX + "/") \
+                and url != SQLITE_PREFIX + ":memory:":
+            store["url"] = SQLITE_PREFIX + str(base / url[len(SQLITE_PREFIX):])
+
+
+def parse_collector_config(text, source="config", base=None):
+    return parse_config(text, source, base, model=CollectorConfig)
+
+
+def load_collector_config(path=None):
+    return load_config(path, model=CollectorConfig)
