@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 # libsystemd-dev and pkg-config build systemd-python; mosquitto is the broker the tests start;
 # systemd provides systemd-analyze for the unit-file tests; debootstrap and systemd-container
-# boot the real systemd the service tests run under; postgresql is the server the store tests start.
+# boot the real systemd the service tests run under; postgresql is the server the store tests start;
+# chromium and chromium-driver open the dashboard in a real browser.
 APT_PACKAGES=(python3 python3-venv python3-dev python3-pip build-essential libsystemd-dev pkg-config
-              mosquitto systemd debootstrap systemd-container postgresql)
+              mosquitto systemd debootstrap systemd-container postgresql chromium chromium-driver)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
