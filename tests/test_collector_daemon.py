@@ -168,3 +168,50 @@ def test_an_unwritable_output_directory_stops_the_collector_with_the_reason(tmp_
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 2
     assert f"dashboard output {blocker / 'www'} cannot be written" in result.stderr
+
+
+def test_two_collectors_in_a_shared_group_split_the_windows_between_them(tmp_path):
+    urls = [f"sqlite:///{tmp_path / f'{name}.sqlite3'}" for name in ("a", "b")]
+    with Mosquitto() as broker:
+        collectors = []
+        for name, url in zip(("a", "b"), urls):
+            config = write_config(tmp_path / f"{name}.yaml", broker.port, store_url=url,
+                                  output_dir=tmp_path / f"www-{name}", client_id=f"collector-{name}")
+            config.write_text(config.read_text().replace("mqtt:\n", "mqtt:\n  shared_group: school\n"))
+            collectors.append(Collector(config, tmp_path / f"{name}.log").start())
+        try:
+            for collector in collectors:
+                collector.wait_for_log("(session new)")
+            publish_lesson(broker.port, range(100), 0, threading.Event())
+            deadline = time.monotonic() + 30
+            while sum(len(stored(url)) for url in urls) < 100 * len(DEVICES):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        finally:
+            for collector in collectors:
+                assert collector.terminate() == 0
+    a, b = (set(stored(url)) for url in urls)
+    assert a and b, "both collectors take a share"
+    assert not a & b, "no window goes to both"
+    assert len(a | b) == 100 * len(DEVICES)
+
+
+def test_device_status_reaches_the_dashboard(tmp_path):
+    with Mosquitto() as broker:
+        config = write_config(tmp_path / "collector.yaml", broker.port,
+                              store_url=f"sqlite:///{tmp_path / 'c.sqlite3'}", output_dir=tmp_path / "www")
+        collector = Collector(config, tmp_path / "collector.log").start()
+        try:
+            collector.wait_for_log("(session new)")
+            client = device_client(broker.port, "pi-102a")
+            client.publish("classroom/north/102/pi-102a/status", b'{"state":"online","device":"pi-102a",'
+                           b'"camera":"ok","version":"0.1.0"}', qos=1, retain=True).wait_for_publish(10)
+            client.disconnect()
+            index = tmp_path / "www" / "index.html"
+            deadline = time.monotonic() + 30
+            while "pi-102a (online)" not in (index.read_text() if index.exists() else ""):
+                assert time.monotonic() < deadline, collector.log_text()
+                time.sleep(0.5)
+        finally:
+            assert collector.terminate() == 0
+    assert "no data from this room yet" in index.read_text()
