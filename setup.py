@@ -42,6 +42,8 @@ setup(
         "psycopg[binary]>=3.1",
         # The dashboard's HTML pages, escaped properly.
         "Jinja2>=3.1",
+        # Time zones for the dashboard where the system has no zoneinfo files (minimal images).
+        "tzdata",
     ],
     extras_require={
         # Only for building the model and for the Keras baseline; never needed on a Pi.

@@ -1,7 +1,8 @@
 import pytest
 
 from conftest import REPO
-from edge_agent.collector.config import CollectorConfig, load_collector_config, parse_collector_config
+from edge_agent.collector.config import (CollectorConfig, load_collector_config, parse_collector_config,
+                                         server_timezone)
 from edge_agent.config import ConfigError
 
 
@@ -51,6 +52,7 @@ def test_the_default_store_and_dashboard_live_in_the_state_directory(tmp_path, m
     ("dashboard:\n  refresh: 30\n", "line 2: unknown key dashboard.refresh"),
     ("mqtt:\n  shared_group: a/b\n", "line 2: mqtt.shared_group"),
     ("mqtt:\n  stats_interval_s: 60\n", "unknown key mqtt.stats_interval_s"),
+    ("dashboard:\n  timezone: Mars/Olympus\n", "line 2: dashboard.timezone: .*unknown time zone 'Mars/Olympus'"),
 ])
 def test_mistakes_name_the_line_and_key(text, message):
     with pytest.raises(ConfigError, match=message):
@@ -60,3 +62,9 @@ def test_mistakes_name_the_line_and_key(text, message):
 def test_repeated_emotions_are_kept_once():
     config = parse_collector_config("sessions:\n  interested: [happy, happy, neutral]\n")
     assert config.sessions.interested == ("happy", "neutral")
+
+
+def test_the_time_zone_defaults_to_the_servers():
+    assert str(parse_collector_config("").dashboard.resolved_timezone()) == str(server_timezone())
+    assert str(parse_collector_config("dashboard:\n  timezone: Asia/Tokyo\n").dashboard.resolved_timezone()) \
+        == "Asia/Tokyo"

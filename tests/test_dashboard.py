@@ -1,6 +1,7 @@
 """The static dashboard, built from a real SQLite store."""
 
 import re
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -117,3 +118,10 @@ def test_an_unwritable_output_directory_is_a_clear_error(store, tmp_path):
         dashboard.check_writable()
     with pytest.raises(DashboardError, match="not-a-directory"):
         dashboard.build(store)
+
+
+def test_times_are_shown_in_the_configured_zone(store, tmp_path):
+    store.add_windows(lesson(range(0, 30)))
+    Dashboard(tmp_path / "d", tz=ZoneInfo("Europe/Berlin")).build(store)
+    room = (tmp_path / "d" / "rooms" / "north" / "101.html").read_text()
+    assert "2026-11-23 11:00–11:30 CET" in room and "UTC" not in room

@@ -54,22 +54,29 @@ def gap_spans(session):
     return merged
 
 
-def _time(epoch):
-    return dt.datetime.fromtimestamp(epoch, UTC)
+def _time(epoch, tz=UTC):
+    return dt.datetime.fromtimestamp(epoch, tz)
+
+
+def session_span(session, tz=UTC):
+    """``2026-11-23 10:00–10:50 CET``: the session's day and times in the zone its readers live in."""
+    start, end = _time(session.start, tz), _time(session.end, tz)
+    return f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} {start:%Z}"
 
 
 def _nan(value):
     return math.nan if value is None else value
 
 
-def _time_axis(ax, session):
+def _time_axis(ax, session, tz):
     import matplotlib.dates as mdates
 
     ax.set_xlim(_time(session.start), _time(session.end))
-    locator = mdates.AutoDateLocator(tz=UTC, minticks=4, maxticks=10)
+    # The data stay UTC instants; only the ticks are read in the local zone.
+    locator = mdates.AutoDateLocator(tz=tz, minticks=4, maxticks=10)
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
-    ax.set_xlabel("time (UTC)")
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=tz))
+    ax.set_xlabel(f"time ({_time(session.start, tz):%Z})")
 
 
 def _shade_gaps(ax, session):
@@ -81,7 +88,7 @@ def _no_data(ax, text="no data"):
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize="large", color="#666666")
 
 
-def draw_interest(ax, session, interested=DEFAULT_INTERESTED):
+def draw_interest(ax, session, interested=DEFAULT_INTERESTED, tz=UTC):
     """Interest per slot as points on a thin line, a smoothed line on top; gaps break both."""
     ax.set_title("Interest ratio per minute")
     ax.set_ylabel("interested faces (%)")
@@ -102,13 +109,13 @@ def draw_interest(ax, session, interested=DEFAULT_INTERESTED):
             label="per minute")
     ax.plot(times, smoothed, color="#1b5e20", linewidth=2.2, label="smoothed (5-slot average)")
     _shade_gaps(ax, session)
-    _time_axis(ax, session)
+    _time_axis(ax, session, tz)
     if all(r is None for r in ratios):
         _no_data(ax, "no data: every minute suppressed")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
 
 
-def draw_shares(ax, session):
+def draw_shares(ax, session, tz=UTC):
     """Stacked bars of each emotion's share per slot; gaps stay empty."""
     ax.set_title("Emotion shares per minute")
     ax.set_ylabel("share of faces")
@@ -121,7 +128,7 @@ def draw_shares(ax, session):
     widths = [m.window_s * 0.9 / 86400 for m in minutes]  # matplotlib's date unit is a day
     draw_stacked_shares(ax, starts, [m.counts for m in minutes], widths, align="edge")
     _shade_gaps(ax, session)
-    _time_axis(ax, session)
+    _time_axis(ax, session, tz)
     if not minutes:
         _no_data(ax, "no data: every minute suppressed")
     # Built by hand: with no bars drawn, matplotlib's own legend would show default colours.
@@ -131,10 +138,8 @@ def draw_shares(ax, session):
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
 
 
-def default_title(session):
-    day = _time(session.start).strftime("%Y-%m-%d")
-    return (f"{session.site}/{session.room}  {day}  "
-            f"{_time(session.start):%H:%M}–{_time(session.end):%H:%M} UTC")
+def default_title(session, tz=UTC):
+    return f"{session.site}/{session.room}  {session_span(session, tz)}"
 
 
 def _save(plt, fig, path):
@@ -144,29 +149,29 @@ def _save(plt, fig, path):
         plt.close(fig)
 
 
-def interest_chart(session, path, interested=DEFAULT_INTERESTED, title=None):
+def interest_chart(session, path, interested=DEFAULT_INTERESTED, title=None, tz=UTC):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(11, 4))
-    draw_interest(ax, session, interested)
-    fig.suptitle(title or default_title(session))
+    draw_interest(ax, session, interested, tz)
+    fig.suptitle(title or default_title(session, tz))
     fig.tight_layout()
     _save(plt, fig, path)
 
 
-def emotion_shares_chart(session, path, title=None):
+def emotion_shares_chart(session, path, title=None, tz=UTC):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(11, 4))
-    draw_shares(ax, session)
-    fig.suptitle(title or default_title(session))
+    draw_shares(ax, session, tz)
+    fig.suptitle(title or default_title(session, tz))
     fig.tight_layout()
     _save(plt, fig, path)
 
 
-def session_pie(session, path, interested=DEFAULT_INTERESTED, title=None):
+def session_pie(session, path, interested=DEFAULT_INTERESTED, title=None, tz=UTC):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     draw_interest_pie(ax, session.totals(), interested)
-    fig.suptitle(title or default_title(session), fontsize="medium")
+    fig.suptitle(title or default_title(session, tz), fontsize="medium")
     fig.tight_layout()
     _save(plt, fig, path)
 
@@ -182,13 +187,13 @@ def seen_ago(last_seen, now):
     return f"last seen {minutes // (24 * 60)} days ago"
 
 
-def fleet_chart(devices, path, now=None, title=None):
+def fleet_chart(devices, path, now=None, title=None, tz=UTC):
     """One bar per device, coloured by its last known state, with how long ago it was heard from."""
     plt = pyplot()
     now = time.time() if now is None else now
     devices = sorted(devices, key=lambda d: (d.site or "", d.room or "", d.device))
     fig, ax = plt.subplots(figsize=(10, 1.6 + 0.45 * max(len(devices), 4)))
-    ax.set_title(title or f"Devices at {_time(now):%Y-%m-%d %H:%M} UTC")
+    ax.set_title(title or f"Devices at {_time(now, tz):%Y-%m-%d %H:%M %Z}")
     if not devices:
         _no_data(ax, "no devices: none has reported a status yet")
         ax.set_axis_off()
@@ -214,15 +219,14 @@ def fleet_chart(devices, path, now=None, title=None):
     _save(plt, fig, path)
 
 
-def session_figures(session, interested=DEFAULT_INTERESTED):
+def session_figures(session, interested=DEFAULT_INTERESTED, tz=UTC):
     """The report's headline numbers as (label, text) rows."""
     totals = session.totals()
     with_data = sum(1 for m in session.minutes if m.counts)
     ratio = interest_ratio(totals, interested)
     return [
         ("room", f"{session.site}/{session.room}"),
-        ("date", f"{_time(session.start):%Y-%m-%d}"),
-        ("time", f"{_time(session.start):%H:%M}–{_time(session.end):%H:%M} UTC"),
+        ("when", session_span(session, tz)),
         ("minutes", f"{len(session.minutes)} ({with_data} with data, {len(session.minutes) - with_data} gaps)"),
         ("faces counted", f"{sum(totals.values()):,}"),
         ("interest", "no data" if ratio is None else f"{ratio:.0%}"),
@@ -230,21 +234,21 @@ def session_figures(session, interested=DEFAULT_INTERESTED):
     ]
 
 
-def session_report(session, path, interested=DEFAULT_INTERESTED, title=None):
+def session_report(session, path, interested=DEFAULT_INTERESTED, title=None, tz=UTC):
     """The instructor's after-class page: interest over time, emotion shares, the pie and the headline numbers."""
     plt = pyplot()
     fig = plt.figure(figsize=(11.69, 8.27))  # A4 landscape, so the PDF prints as one page
     grid = fig.add_gridspec(3, 2, height_ratios=[1.1, 1, 1.1], width_ratios=[1, 1.3])
-    draw_interest(fig.add_subplot(grid[0, :]), session, interested)
-    draw_shares(fig.add_subplot(grid[1, :]), session)
+    draw_interest(fig.add_subplot(grid[0, :]), session, interested, tz)
+    draw_shares(fig.add_subplot(grid[1, :]), session, tz)
     draw_interest_pie(fig.add_subplot(grid[2, 0]), session.totals(), interested)
     table = fig.add_subplot(grid[2, 1])
     table.set_axis_off()
     table.set_title("Session")
-    for row, (label, text) in enumerate(session_figures(session, interested)):
+    for row, (label, text) in enumerate(session_figures(session, interested, tz)):
         y = 0.9 - row * 0.13
         table.text(0.02, y, label, fontweight="bold", transform=table.transAxes, va="center")
         table.text(0.35, y, text, transform=table.transAxes, va="center")
-    fig.suptitle(title or default_title(session), fontsize="x-large")
+    fig.suptitle(title or default_title(session, tz), fontsize="x-large")
     fig.tight_layout()
     _save(plt, fig, path)

@@ -93,7 +93,7 @@ def cmd_report(args):
                                  gap_s=config.sessions.gap_min * 60)
     finally:
         store.close()
-    write_report(session, args.out, config.sessions.interested)
+    write_report(session, args.out, config.sessions.interested, config.dashboard.resolved_timezone())
     interest = session.interest(config.sessions.interested)
     print(f"wrote {args.out}: {site}/{room}, {len(session.minutes)} minutes, interest "
           f"{'no data' if interest is None else f'{interest:.0%}'}")

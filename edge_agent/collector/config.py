@@ -1,6 +1,8 @@
 """The collector's YAML configuration: every key, its default, validated like the agent's."""
 
+import datetime as dt
 import socket
+import zoneinfo
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +15,15 @@ from ..emotions import EMOTIONS
 
 STATE_NAME = "edge-collector"
 SQLITE_PREFIX = "sqlite:///"
+
+
+def server_timezone():
+    """The zone /etc/localtime names (what ``timedatectl`` shows), else UTC."""
+    try:
+        target = Path("/etc/localtime").resolve(strict=True)
+        return zoneinfo.ZoneInfo(str(target).split("/zoneinfo/", 1)[1])
+    except (OSError, IndexError, ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return dt.timezone.utc
 
 
 def _client_id():
@@ -64,9 +75,24 @@ class DashboardConfig(Section):
                                     description="default: the state directory's dashboard/")
     refresh_s: Annotated[float, Field(ge=5, le=24 * 3600)] = Field(60.0, title="Seconds between regenerations")
     sessions_per_room: Annotated[int, Field(ge=1, le=100)] = Field(5, title="Latest sessions shown per room")
+    timezone: str | None = Field(None, title="IANA time zone of the times on pages, charts and reports",
+                                 description="default: the server's zone")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value):
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
+        return value
 
     def resolved_output_dir(self):
         return self.output_dir or default_state_dir(STATE_NAME) / "dashboard"
+
+    def resolved_timezone(self):
+        return zoneinfo.ZoneInfo(self.timezone) if self.timezone else server_timezone()
 
 
 class CollectorConfig(Section):

@@ -65,18 +65,15 @@ def _writing(path):
         raise DashboardError(f"dashboard output {path} cannot be written: {exc.strerror or exc}") from None
 
 
-def fingerprint(session, interested):
+def fingerprint(session, interested, tz):
+    """Changes whenever anything drawn would: the data, the interest mapping, the time zone."""
     minutes = [(m.start, m.window_s, sorted(m.counts.items()) if m.counts else None) for m in session.minutes]
-    text = repr((session.site, session.room, tuple(interested), minutes))
+    text = repr((session.site, session.room, tuple(interested), str(tz), minutes))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _utc(epoch):
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
-
-
-def session_when(session):
-    return f"{_utc(session.start):%Y-%m-%d %H:%M}–{_utc(session.end):%H:%M} UTC"
 
 
 def fleet_summary(devices):
@@ -89,12 +86,13 @@ def fleet_summary(devices):
 
 class Dashboard:
     def __init__(self, output_dir, *, gap_s=DEFAULT_GAP_S, interested=DEFAULT_INTERESTED, sessions_per_room=5,
-                 refresh_s=60):
+                 refresh_s=60, tz=dt.timezone.utc):
         self.output_dir = Path(output_dir)
         self.gap_s = gap_s
         self.interested = tuple(interested)
         self.sessions_per_room = sessions_per_room
         self.refresh_s = refresh_s
+        self.tz = tz
         self.templates = Environment(loader=PackageLoader("edge_agent.collector"), autoescape=select_autoescape(),
                                      trim_blocks=True, lstrip_blocks=True)
 
@@ -102,7 +100,7 @@ class Dashboard:
     def from_config(cls, config):
         return cls(config.dashboard.resolved_output_dir(), gap_s=config.sessions.gap_min * 60,
                    interested=config.sessions.interested, sessions_per_room=config.dashboard.sessions_per_room,
-                   refresh_s=config.dashboard.refresh_s)
+                   refresh_s=config.dashboard.refresh_s, tz=config.dashboard.resolved_timezone())
 
     def check_writable(self):
         """Fail early, naming the directory, instead of on the first regeneration."""
@@ -131,9 +129,9 @@ class Dashboard:
                 drawn += new
             views.append(view)
         fleet = self.output_dir / "fleet.png"
-        self._draw(lambda path: charts.fleet_chart(devices, path, now=now), fleet)
+        self._draw(lambda path: charts.fleet_chart(devices, path, now=now, tz=self.tz), fleet)
         keep.add(fleet)
-        generated = f"{_utc(now):%Y-%m-%d %H:%M}"
+        generated = f"{dt.datetime.fromtimestamp(now, self.tz):%Y-%m-%d %H:%M %Z}"
         for view in views:
             keep.add(self._render(view.href, "room.html", root="../../", room=view, generated=generated))
         self._render("index.html", "index.html", root="", rooms=views, fleet_chart="fleet.png",
@@ -150,14 +148,14 @@ class Dashboard:
         return sessions[::-1][:self.sessions_per_room]
 
     def _session_view(self, session):
-        stem = f"{_utc(session.start):%Y%m%dT%H%M}-{fingerprint(session, self.interested)}"
+        stem = f"{_utc(session.start):%Y%m%dT%H%M}-{fingerprint(session, self.interested, self.tz)}"
         folder = self.output_dir / "charts" / session.site / session.room
         paths = {kind: folder / f"{stem}-{kind}.png" for kind in CHART_KINDS}
-        title = f"{session.site}/{session.room}  {session_when(session)}"
+        when = charts.session_span(session, self.tz)
         drawers = {
-            "interest": lambda path: charts.interest_chart(session, path, self.interested, title=title),
-            "shares": lambda path: charts.emotion_shares_chart(session, path, title=title),
-            "pie": lambda path: charts.session_pie(session, path, self.interested, title=session_when(session)),
+            "interest": lambda path: charts.interest_chart(session, path, self.interested, tz=self.tz),
+            "shares": lambda path: charts.emotion_shares_chart(session, path, tz=self.tz),
+            "pie": lambda path: charts.session_pie(session, path, self.interested, title=when, tz=self.tz),
         }
         new = 0
         for kind, path in paths.items():
@@ -166,10 +164,10 @@ class Dashboard:
                 new += 1
         ratio = session.interest(self.interested)
         view = SessionView(
-            when=session_when(session),
+            when=when,
             minutes=len(session.minutes),
             interest="no data" if ratio is None else f"{ratio:.0%}",
-            figures=charts.session_figures(session, self.interested),
+            figures=charts.session_figures(session, self.interested, self.tz),
             charts={kind: f"../../charts/{session.site}/{session.room}/{path.name}" for kind, path in paths.items()},
         )
         return view, set(paths.values()), new

@@ -48,10 +48,10 @@ def report_session(store, site, room, start=None, end=None, gap_s=DEFAULT_GAP_S)
     return Session(site, room, minutes[0].start, max(m.end for m in minutes), minutes)
 
 
-def write_report(session, path, interested):
+def write_report(session, path, interested, tz):
     if path.suffix.lower() not in FORMATS:
         raise ReportError(f"{path}: the report is written as PNG or PDF; name the file .png or .pdf")
     try:
-        session_report(session, path, interested)
+        session_report(session, path, interested, tz=tz)
     except OSError as exc:
         raise ReportError(f"report {path} cannot be written: {exc.strerror or exc}") from None
