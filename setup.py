@@ -20,7 +20,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["edge_agent", "edge_agent.*"]),
-    package_data={"edge_agent.collector": ["templates/*.html"]},
+    # The samples (a short clip and photos, MIT) feed `edge-agent demo` and the tests.
+    package_data={"edge_agent": ["samples/*"], "edge_agent.collector": ["templates/*.html"]},
     # Installed copies find the model here; a source checkout uses its own models/.
     data_files=[("share/edge-agent/models", MODEL_FILES)],
     install_requires=[

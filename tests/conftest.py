@@ -11,7 +11,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
+DATA = REPO / "edge_agent" / "samples"
 SHARED = REPO.parent / "shared"
 PUBLICTEST = SHARED / "data" / "fer2013_publictest.npz"
 TRAINING = SHARED / "data" / "fer2013_training.npz"
