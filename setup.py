@@ -49,6 +49,8 @@ setup(
     extras_require={
         # Only for building the model and for the Keras baseline; never needed on a Pi.
         "model": ["tensorflow-cpu==2.21.*", "tf_keras==2.21.*"],
+        # The demo's broker where mosquitto is not installed (MQTT 3.1.1, pure Python).
+        "demo": ["amqtt>=0.11"],
         # Selenium drives Debian's chromium through its chromedriver (scripts/setup.sh installs both).
         "test": ["pytest>=7", "hypothesis>=6", "selenium>=4.11"],
     },

@@ -86,6 +86,20 @@ def _non_negative_float(text):
     return value
 
 
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _window_length(text):
+    value = _positive_int(text)
+    if 86400 % value:
+        raise argparse.ArgumentTypeError(f"must divide a day (86400 s) so windows line up, got {value}")
+    return value
+
+
 def cmd_analyze(args):
     from .analyze import Analysis, collect_sources, format_header, format_summary, format_window
     from .config import load_config
@@ -133,6 +147,24 @@ def cmd_run(args):
     from .agent import run
 
     return run(args.config)
+
+
+def cmd_demo(args):
+    from .collector.web import serve_directory
+    from .demo import run_demo, take_screenshots
+
+    print(f"demo: everything goes to {args.out.resolve()}; {args.duration:g} s of {args.window_s} s windows")
+    result = run_demo(args.out, duration_s=args.duration, window_s=args.window_s, broker_kind=args.broker)
+    print(f"broker: {result.broker}; {result.windows} windows stored from {result.rooms} rooms; "
+          "every process the demo started is stopped")
+    print(f"dashboard: {result.dashboard}")
+    for report in result.reports:
+        print(f"report:    {report}")
+    if args.screenshots:
+        for path in take_screenshots(result.dashboard.parent, args.screenshots, args.out):
+            print(f"picture:   {path}")
+    if args.serve:
+        serve_directory(result.dashboard.parent, "127.0.0.1", args.port)
 
 
 def cmd_check(args):
@@ -290,6 +322,24 @@ def build_parser():
                     "when all is well, 1 when something is not.")
     check.add_argument("--config", type=Path, required=True, help="agent config YAML")
     check.set_defaults(handler=cmd_check)
+
+    demo = commands.add_parser(
+        "demo", help="the whole product on this machine: broker, two agents on sample media, collector, dashboard",
+        description="Starts an MQTT broker on a free loopback port (mosquitto when installed, else an embedded "
+                    "one), two agents reading the bundled sample clip and photo as their cameras, and the "
+                    "collector with SQLite; runs them for --duration seconds with progress shown; stops them "
+                    "all and prints where the dashboard and the reports are. Every file goes under --out.")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output directory (default: %(default)s)")
+    demo.add_argument("--duration", type=_positive_float, default=60.0, help="seconds to run (default: %(default)s)")
+    demo.add_argument("--window-s", type=_window_length, default=5,
+                      help="window length in seconds, short so charts fill quickly (default: %(default)s)")
+    demo.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto",
+                      help="auto: mosquitto when installed, else the embedded broker (default: auto)")
+    demo.add_argument("--serve", action="store_true", help="afterwards, serve the dashboard until Ctrl-C")
+    demo.add_argument("--port", type=int, default=8080, help="port for --serve (default: %(default)s)")
+    demo.add_argument("--screenshots", type=Path, metavar="DIR",
+                      help="write a screenshot of the dashboard (headless Chromium) and a sample chart here")
+    demo.set_defaults(handler=cmd_demo)
 
     bench = commands.add_parser("bench", help="speed benchmarks that print figures")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")

@@ -116,6 +116,15 @@ class BrokerConfig(Section):
     password_env: str | None = Field(None, title="Environment variable holding the password")
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = Field(60, title="MQTT keepalive")
     reconnect_max_s: Annotated[float, Field(ge=1, le=3600)] = Field(60.0, title="Longest wait between reconnects")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", title="MQTT protocol version",
+        description="3.1.1 only for a broker without MQTT 5: its PUBACK cannot say a publish was refused")
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _version_as_text(cls, value):
+        # YAML reads `protocol: 5` as a number.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _one_password_source(self):

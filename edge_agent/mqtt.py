@@ -12,7 +12,8 @@ Protocol choices, and why:
 - MQTT 5. With MQTT 3.1.1 mosquitto acknowledges a PUBLISH its ACL denies exactly like one it
   accepted (a 3.1.1 PUBACK has no reason code), so a misconfigured ACL would silently delete
   every window from the outbox. An MQTT 5 PUBACK carries "Not authorized", and such a window
-  stays in the outbox.
+  stays in the outbox. ``mqtt.protocol: "3.1.1"`` exists for brokers that lack MQTT 5 (the
+  demo's embedded one) and gives up that safeguard.
 - Clean start, no session expiry: the broker keeps no session for the agent. Paho keeps its
   own copy of unacknowledged QoS 1 messages and sends them again after a reconnect, after
   on_connect; on_connect discards that copy (``drop_out_messages``), so the outbox is the one
@@ -60,6 +61,29 @@ _BANNED = 0x8A
 
 class MQTTError(EdgeAgentError):
     """The broker cannot be used as configured; the message says why."""
+
+
+PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
+
+
+def new_client(mqtt_config, client_id, *, persistent=False, **kwargs):
+    """A paho client speaking ``mqtt_config.protocol``.
+
+    ``persistent``: the broker keeps the session while we are away. MQTT 5 asks for that at
+    connect (see ``connect_options``); MQTT 3.1.1 when the client is made (clean_session).
+    """
+    protocol = PROTOCOLS[mqtt_config.protocol]
+    if protocol != paho.MQTTv5:
+        kwargs["clean_session"] = not persistent
+    return _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs)
+
+
+def connect_options(mqtt_config, *, clean_start, properties=None):
+    """Keywords for connect() and connect_async(): clean start and properties are MQTT 5 only."""
+    options = {"keepalive": mqtt_config.keepalive_s}
+    if mqtt_config.protocol == "5":
+        options.update(clean_start=clean_start, properties=properties)
+    return options
 
 
 class _Client(paho.Client):
@@ -184,8 +208,7 @@ class Publisher:
         # Validate our own payloads now, not in the network thread: the Last Will, for one.
         will = StatusPayload(state="offline", device=device).to_json()
         self._status_payload("online")
-        self._client = _Client(CallbackAPIVersion.VERSION2, client_id=device, protocol=paho.MQTTv5,
-                               reconnect_on_failure=True)
+        self._client = new_client(mqtt_config, device, reconnect_on_failure=True)
         self._client.will_set(self.status_topic, will, qos=1, retain=True)
         self._client.reconnect_delay_set(min_delay=1, max_delay=mqtt_config.reconnect_max_s)
         self._client.max_inflight_messages_set(max_inflight + _PAHO_INFLIGHT_SPARE)
@@ -216,8 +239,8 @@ class Publisher:
         self._started = True
         self._sender = threading.Thread(target=self._run_sender, name="mqtt-sender", daemon=True)
         self._sender.start()
-        self._client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s,
-                                   clean_start=True)
+        self._client.connect_async(self.config.host, self.config.port,
+                                   **connect_options(self.config, clean_start=True))
         self._client.loop_start()
 
     def stop(self, timeout=5):
@@ -466,8 +489,7 @@ def probe_broker(mqtt_config, *, client_id, timeout=10.0):
     not disturbed.
     """
     where = f"{mqtt_config.host}:{mqtt_config.port}"
-    client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5,
-                     reconnect_on_failure=False)
+    client = new_client(mqtt_config, client_id, reconnect_on_failure=False)
     configure_tls(client, mqtt_config)
     set_credentials(client, mqtt_config)
     client.connect_timeout = timeout
@@ -480,7 +502,7 @@ def probe_broker(mqtt_config, *, client_id, timeout=10.0):
 
     client.on_connect = on_connect
     try:
-        client.connect(mqtt_config.host, mqtt_config.port, keepalive=mqtt_config.keepalive_s, clean_start=True)
+        client.connect(mqtt_config.host, mqtt_config.port, **connect_options(mqtt_config, clean_start=True))
     except OSError as exc:
         raise MQTTError(f"cannot connect to broker {where}: {_describe_socket_error(exc)}") from None
     client.loop_start()

@@ -23,6 +23,6 @@ fi
 PYTHON="${PYTHON:-python3}"
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[model,test]'
+.venv/bin/python -m pip install --quiet -e '.[model,test,demo]'
 # The float weights are the reference for tests and benchmarks; fetched once, checked by sha256.
 .venv/bin/edge-agent model fetch

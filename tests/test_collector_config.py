@@ -52,6 +52,7 @@ def test_the_default_store_and_dashboard_live_in_the_state_directory(tmp_path, m
     ("dashboard:\n  refresh: 30\n", "line 2: unknown key dashboard.refresh"),
     ("mqtt:\n  shared_group: a/b\n", "line 2: mqtt.shared_group"),
     ("mqtt:\n  stats_interval_s: 60\n", "unknown key mqtt.stats_interval_s"),
+    ("mqtt:\n  protocol: 3.1.1\n  shared_group: school\n", "shared_group needs protocol 5"),
     ("dashboard:\n  timezone: Mars/Olympus\n", "line 2: dashboard.timezone: .*unknown time zone 'Mars/Olympus'"),
 ])
 def test_mistakes_name_the_line_and_key(text, message):

@@ -68,6 +68,12 @@ def _nan(value):
     return math.nan if value is None else value
 
 
+def slot_name(session):
+    """What one point of the session stands for: "minute" for the usual 60 s windows."""
+    window_s = session.minutes[0].window_s if session.minutes else 60
+    return "minute" if window_s == 60 else f"{window_s} s window"
+
+
 def _time_axis(ax, session, tz):
     import matplotlib.dates as mdates
 
@@ -75,7 +81,9 @@ def _time_axis(ax, session, tz):
     # The data stay UTC instants; only the ticks are read in the local zone.
     locator = mdates.AutoDateLocator(tz=tz, minticks=4, maxticks=10)
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=tz))
+    # Seconds matter only when a session is a few minutes of short windows (the demo).
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if session.end - session.start < 600 else "%H:%M",
+                                                      tz=tz))
     ax.set_xlabel(f"time ({_time(session.start, tz):%Z})")
 
 
@@ -90,7 +98,7 @@ def _no_data(ax, text="no data"):
 
 def draw_interest(ax, session, interested=DEFAULT_INTERESTED, tz=UTC):
     """Interest per slot as points on a thin line, a smoothed line on top; gaps break both."""
-    ax.set_title("Interest ratio per minute")
+    ax.set_title(f"Interest ratio per {slot_name(session)}")
     ax.set_ylabel("interested faces (%)")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", color="#eeeeee")
@@ -106,7 +114,7 @@ def draw_interest(ax, session, interested=DEFAULT_INTERESTED, tz=UTC):
     # Averaging across a gap is fine, but drawing a value inside one would claim data that was never sent.
     smoothed = [_nan(s) * 100 if r is not None else math.nan for s, r in zip(smooth(ratios), ratios)]
     ax.plot(times, percent, color=INTERESTED_COLOR, linewidth=0.8, marker="o", markersize=3, alpha=0.6,
-            label="per minute")
+            label=f"per {slot_name(session)}")
     ax.plot(times, smoothed, color="#1b5e20", linewidth=2.2, label="smoothed (5-slot average)")
     _shade_gaps(ax, session)
     _time_axis(ax, session, tz)
@@ -117,7 +125,7 @@ def draw_interest(ax, session, interested=DEFAULT_INTERESTED, tz=UTC):
 
 def draw_shares(ax, session, tz=UTC):
     """Stacked bars of each emotion's share per slot; gaps stay empty."""
-    ax.set_title("Emotion shares per minute")
+    ax.set_title(f"Emotion shares per {slot_name(session)}")
     ax.set_ylabel("share of faces")
     ax.set_ylim(0, 1)
     if not session.minutes:
@@ -227,7 +235,8 @@ def session_figures(session, interested=DEFAULT_INTERESTED, tz=UTC):
     return [
         ("room", f"{session.site}/{session.room}"),
         ("when", session_span(session, tz)),
-        ("minutes", f"{len(session.minutes)} ({with_data} with data, {len(session.minutes) - with_data} gaps)"),
+        (f"{slot_name(session)}s", f"{len(session.minutes)} ({with_data} with data, "
+                                   f"{len(session.minutes) - with_data} gaps)"),
         ("faces counted", f"{sum(totals.values()):,}"),
         ("interest", "no data" if ratio is None else f"{ratio:.0%}"),
         ("interested", ", ".join(interested)),

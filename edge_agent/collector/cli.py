@@ -1,8 +1,6 @@
 """The ``edge-collector`` command line."""
 
 import argparse
-import functools
-import http.server
 import sys
 from pathlib import Path
 
@@ -99,27 +97,10 @@ def cmd_report(args):
           f"{'no data' if interest is None else f'{interest:.0%}'}")
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):
-        sys.stderr.write(f"{self.address_string()} {format % args}\n")
-
-
 def cmd_serve(args):
-    directory = args.dir or _config(args).dashboard.resolved_output_dir()
-    if not (directory / "index.html").is_file():
-        raise EdgeAgentError(f"{directory} has no index.html yet: run `edge-collector run` or "
-                             "`edge-collector dashboard` first")
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    try:
-        server = http.server.ThreadingHTTPServer((args.bind, args.port), handler)
-    except OSError as exc:
-        raise EdgeAgentError(f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}") from None
-    host, port = server.server_address[:2]
-    print(f"serving {directory} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    from .web import serve_directory
+
+    serve_directory(args.dir or _config(args).dashboard.resolved_output_dir(), args.bind, args.port)
 
 
 def cmd_bench(args):

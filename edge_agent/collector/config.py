@@ -6,7 +6,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..charts import DEFAULT_INTERESTED
 from ..config import (BROKER_PATH_KEYS, BrokerConfig, LoggingConfig, Name, Section, default_state_dir, load_config,
@@ -36,6 +36,12 @@ class CollectorMQTTConfig(BrokerConfig):
     shared_group: Name | None = Field(
         None, title="MQTT 5 shared subscription group",
         description="collectors with the same group split the messages between them")
+
+    @model_validator(mode="after")
+    def _shared_needs_mqtt5(self):
+        if self.shared_group and self.protocol != "5":
+            raise ValueError("shared_group needs protocol 5 (MQTT 5 shared subscriptions)")
+        return self
 
 
 class StoreConfig(Section):

@@ -34,7 +34,7 @@ class DashboardError(EdgeAgentError):
 @dataclass
 class SessionView:
     when: str
-    minutes: int
+    length: str
     interest: str
     figures: list
     charts: dict
@@ -74,6 +74,10 @@ def fingerprint(session, interested, tz):
 
 def _utc(epoch):
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+
+
+def duration_text(seconds):
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
 
 
 def fleet_summary(devices):
@@ -165,7 +169,7 @@ class Dashboard:
         ratio = session.interest(self.interested)
         view = SessionView(
             when=when,
-            minutes=len(session.minutes),
+            length=duration_text(session.end - session.start),
             interest="no data" if ratio is None else f"{ratio:.0%}",
             figures=charts.session_figures(session, self.interested, self.tz),
             charts={kind: f"../../charts/{session.site}/{session.room}/{path.name}" for kind, path in paths.items()},
