@@ -5,14 +5,14 @@ the collector to use that protocol with it.
 """
 
 import asyncio
+import logging
 import os
 import shutil
-import socket
 import subprocess
 import threading
-import time
 
 from .errors import EdgeAgentError
+from .localnet import free_port, wait_listening
 
 
 
@@ -28,26 +28,15 @@ class BrokerError(EdgeAgentError):
     pass
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_listening(port, alive, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise BrokerError(f"{what} exited at start")
+class _Broker:
+    def _wait(self, alive, what):
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise BrokerError(f"{what} did not listen on 127.0.0.1:{port} within {timeout} s")
+            wait_listening(self.port, alive, what)
+        except RuntimeError as exc:
+            raise BrokerError(str(exc)) from None
 
 
-class MosquittoBroker:
+class MosquittoBroker(_Broker):
     name = "mosquitto"
     protocol = "5"
 
@@ -65,7 +54,7 @@ class MosquittoBroker:
         self.log = open(self.log_path, "a")
         self.process = subprocess.Popen([mosquitto_path(), "-c", str(self.config_path)],
                                         stdout=self.log, stderr=subprocess.STDOUT)
-        _wait_listening(self.port, lambda: self.process.poll() is None, "mosquitto")
+        self._wait(lambda: self.process.poll() is None, "mosquitto")
         return self
 
     def stop(self):
@@ -76,7 +65,7 @@ class MosquittoBroker:
             self.log.close()
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(_Broker):
     name = "embedded broker (amqtt)"
     protocol = "3.1.1"
 
@@ -94,6 +83,11 @@ class EmbeddedBroker:
         except ImportError:
             raise BrokerError("neither mosquitto (apt install mosquitto) nor the embedded broker "
                               "(pip install -e '.[demo]') is installed") from None
+        # Its chatter belongs in the broker log, as mosquitto's does, not on the demo's terminal.
+        self._log_handler = logging.FileHandler(self.log_path)
+        amqtt_log = logging.getLogger("amqtt")
+        amqtt_log.addHandler(self._log_handler)
+        amqtt_log.propagate = False
         config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
                   "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
                   "topic-check": {"enabled": False}}
@@ -122,13 +116,16 @@ class EmbeddedBroker:
         ready.wait(15)
         if self._error:
             raise BrokerError(f"the embedded broker failed to start: {self._error}")
-        _wait_listening(self.port, self._thread.is_alive, "the embedded broker")
+        self._wait(self._thread.is_alive, "the embedded broker")
         return self
 
     def stop(self):
         if self._thread and self._thread.is_alive() and self._stopped is not None:
             self._loop.call_soon_threadsafe(self._stopped.set)
             self._thread.join(10)
+        if self._thread:
+            logging.getLogger("amqtt").removeHandler(self._log_handler)
+            self._log_handler.close()
 
 
 def open_broker(kind, workdir, log_path):

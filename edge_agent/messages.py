@@ -8,7 +8,7 @@ import calendar
 import time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from .emotions import EMOTIONS
 
@@ -22,13 +22,17 @@ MAX_PAYLOAD_BYTES = 16 * 1024
 
 # Topic levels must not contain MQTT wildcards or separators, and must stay readable.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-ISO_MINUTE_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
+# [0-9], not \d: the pattern engine's \d matches any script's digits, and strptime reads them.
+ISO_MINUTE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
+# Free text is stored and shown: no control characters (PostgreSQL refuses NUL in text outright).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 # Counts are stored as SQL integers; this bound keeps every sum far from overflow.
 MAX_COUNT = 10**9
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Text = Annotated[str, Field(pattern=TEXT_PATTERN)]
 _NAME = TypeAdapter(Name)
 
 
@@ -80,16 +84,27 @@ class EmotionsPayload(_Strict):
     faces_per_frame_median: Count
     counts: Counts
     suppressed: bool
-    model: Annotated[str, Field(min_length=1, max_length=80)]
+    model: Annotated[Text, Field(min_length=1, max_length=80)]
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _schema_is_a_whole_number(cls, value):
+        # pydantic's literal check lets true and 1.0 through as 1, strict or not.
+        if type(value) is not int:
+            raise ValueError(f"Input should be {SCHEMA_VERSION}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self):
         try:
             start = parse_utc(self.window_start)
         except ValueError:
-            raise ValueError(f"window_start {self.window_start!r} is not a real UTC time") from None
+            start = None
+        # strptime also reads leap seconds (23:59:60): only the canonical spelling names a window.
+        if start is None or format_utc(start) != self.window_start:
+            raise ValueError(f"window_start {self.window_start!r} is not a real UTC time")
         if start % self.window_s:
             raise ValueError(f"window_start {self.window_start} is not aligned to {self.window_s} s windows")
         if self.suppressed and self.counts.total():
@@ -116,9 +131,9 @@ class StatusPayload(_Strict):
     state: Literal["online", "offline", "stopped"]
     device: Name
     t: Annotated[str, Field(pattern=ISO_MINUTE_PATTERN)] | None = None
-    camera: Annotated[str, Field(max_length=32)] | None = None
-    reason: Annotated[str, Field(max_length=500)] | None = None
-    version: Annotated[str, Field(max_length=32)] | None = None
+    camera: Annotated[Text, Field(max_length=32)] | None = None
+    reason: Annotated[Text, Field(max_length=500)] | None = None
+    version: Annotated[Text, Field(max_length=32)] | None = None
 
     def to_json(self):
         return self.model_dump_json(exclude_none=True).encode()
@@ -142,7 +157,7 @@ class StatsPayload(BaseModel):
     outbox_depth: Count | None = None
     dropped_windows: Count | None = None
     frames_dropped: Count | None = None
-    camera: Annotated[str, Field(max_length=32)] | None = None
+    camera: Annotated[Text, Field(max_length=32)] | None = None
     cpu_temp_c: Annotated[float, Field(ge=-100, le=200)] | None = None
     rss_mb: Gauge | None = None
 

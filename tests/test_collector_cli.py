@@ -108,9 +108,9 @@ def test_check_reports_each_part(config):
 
 def test_check_names_what_is_wrong(tmp_path):
     config = tmp_path / "collector.yaml"
-    config.write_text(f"store:\n  url: postgresql://edge:secret@127.0.0.1:1/x\n"
-                      f"mqtt:\n  host: 127.0.0.1\n  port: 1\n"
-                      f"dashboard:\n  output_dir: /proc/version/www\n")
+    config.write_text("store:\n  url: postgresql://edge:secret@127.0.0.1:1/x\n"
+                      "mqtt:\n  host: 127.0.0.1\n  port: 1\n"
+                      "dashboard:\n  output_dir: /proc/version/www\n")
     result = collector("check", "--config", config)
     assert result.returncode == 1
     verdicts = {line.split()[0]: line for line in result.stdout.splitlines()[:4]}

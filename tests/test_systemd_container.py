@@ -18,7 +18,7 @@ VENV = Path(sys.prefix)
 STATUS = "classroom/north/101/pi-box/status"
 
 
-def drop_in(command=f"edge-agent run --config /etc/edge-agent/edge-agent.yaml", watchdog_s=4):
+def drop_in(command="edge-agent run --config /etc/edge-agent/edge-agent.yaml", watchdog_s=4):
     """Point the shipped unit at this checkout's venv, and let the service user reach its Python."""
     lines = ["[Service]", "ExecStart=", f"ExecStart={VENV}/bin/{command}", f"WatchdogSec={watchdog_s}", "RestartSec=1"]
     python_home = Path(sys.base_prefix)

@@ -12,12 +12,11 @@ import threading
 import time
 from collections import Counter
 
-import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..messages import MessageError, parse_payload, parse_topic
-from ..mqtt import configure_tls, set_credentials
+from ..mqtt import configure_tls, connect_options, new_client, set_credentials
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,12 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600
 # Windows written per transaction, and the longest a window waits for its batch.
 BATCH_SIZE = 500
-BATCH_WAIT_S = 0.2
+BATCH_WAIT_S = 0.05
+# Unacknowledged messages the broker may send us at once (MQTT 5 Receive Maximum). We acknowledge
+# only after the commit, so this bounds the batch: without it mosquitto allows 20
+# (max_inflight_messages) and a backlog drains 20 windows per BATCH_WAIT_S. Room for several
+# batches lets the next ones fill while one commits.
+RECEIVE_MAXIMUM = 4 * BATCH_SIZE
 # Rejections are logged at most this often per reason, with a count of those not shown.
 REJECT_LOG_EVERY_S = 10.0
 STORE_RETRY_S = 5.0
@@ -66,8 +70,7 @@ class Ingest:
         self._writer = None
         self._rejections = RateLimitedLog()
         self.connected = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=paho.MQTTv5, manual_ack=True)
+        self.client = new_client(mqtt_config, client_id, persistent=True, manual_ack=True)
         configure_tls(self.client, mqtt_config)
         self.client.reconnect_delay_set(1, int(mqtt_config.reconnect_max_s))
         self.client.on_pre_connect = lambda client, userdata: set_credentials(client, mqtt_config)
@@ -85,8 +88,9 @@ class Ingest:
     def start(self):
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s,
-                                  clean_start=False, properties=properties)
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        self.client.connect_async(self.config.host, self.config.port,
+                                  **connect_options(self.config, clean_start=False, properties=properties))
         self._writer = threading.Thread(target=self._write_batches, name="collector writer", daemon=True)
         self._writer.start()
         self.client.loop_start()
@@ -117,16 +121,22 @@ class Ingest:
     def _on_message(self, client, userdata, message):
         self.counts["received"] += 1
         try:
-            site, room, device, kind = parse_topic(message.topic, self.prefix)
+            name = message.topic
+        except UnicodeDecodeError:
+            # paho decodes the topic on access; mosquitto refuses such topics, another broker may not.
+            self._reject(message, "?", "the topic is not UTF-8")
+            return
+        try:
+            site, room, device, kind = parse_topic(name, self.prefix)
             payload = parse_payload(kind, message.payload, (site, room, device))
         except MessageError as exc:
-            self._reject(message, str(exc))
+            self._reject(message, name, str(exc))
             return
         self._queue.put((kind, site, room, device, payload, message.mid, message.qos))
 
-    def _reject(self, message, reason):
+    def _reject(self, message, name, reason):
         self.counts["rejected"] += 1
-        self._rejections.warning(reason.split(":")[0], f"rejected a message on {message.topic[:200]!r}: {reason}")
+        self._rejections.warning(reason.split(":")[0], f"rejected a message on {name[:200]!r}: {reason}")
         # A bad message is acknowledged all the same: redelivering it would not make it good.
         if message.qos:
             self.client.ack(message.mid, message.qos)
@@ -167,9 +177,8 @@ class Ingest:
             seen[device] = (site, room)
             if kind == "status":
                 self.store.set_status(payload, site=site, room=room, received_at=now)
-        # Once per device and batch: a backlog of thousands of windows is a handful of devices.
-        for device, (site, room) in seen.items():
-            self.store.touch(device, site=site, room=room, seen_at=now)
+        # Once per device and batch, all in one statement: a backlog batch names hundreds of devices.
+        self.store.touch_many(seen, seen_at=now)
         # Only now is every window of the batch safe: acknowledge them to the broker.
         for item in batch:
             if item[6]:
