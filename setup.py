@@ -52,7 +52,8 @@ setup(
         # The demo's broker where mosquitto is not installed (MQTT 3.1.1, pure Python).
         "demo": ["amqtt>=0.11"],
         # Selenium drives Debian's chromium through its chromedriver (scripts/setup.sh installs both).
-        "test": ["pytest>=7", "hypothesis>=6", "selenium>=4.11"],
+        # ansible brings community.crypto and community.docker, which the deployment test uses.
+        "test": ["pytest>=7", "hypothesis>=6", "selenium>=4.11", "ansible>=12", "ansible-lint>=25"],
     },
     entry_points={"console_scripts": ["edge-agent=edge_agent.cli:main",
                                        "edge-collector=edge_agent.collector.cli:main"]},

@@ -19,6 +19,10 @@ MODEL = REPO / "models" / "emotion_mini_xception_int8.tflite"
 CASCADE = REPO / "models" / "haarcascade_frontalface_default.xml"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "system: boots systemd containers and runs Ansible (deselect with -m 'not system')")
+
+
 def needs(path):
     return pytest.mark.skipif(not path.is_file(), reason=f"{path} is absent (../shared not beside the repo)")
 
