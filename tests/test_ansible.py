@@ -181,10 +181,13 @@ def test_the_broker_keeps_only_password_hashes(lab):
     assert not any(secret in hashes for secret in lab["passwords"].values())
 
 
-def test_the_agent_check_passes_with_the_provisioned_files(lab):
+def test_the_agent_check_passes_with_the_provisioned_files_and_reads_the_service_outbox(lab):
     pi_a = lab["boxes"]["pi-a"]
-    result = pi_a.run(*AGENT_CHECK, check=False, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
+    for user in ("root", "edge-agent"):
+        result = pi_a.run("runuser", "-u", user, "--", *AGENT_CHECK, check=False, timeout=120)
+        assert result.returncode == 0, f"as {user}: " + result.stdout + result.stderr
+        outbox = next(line for line in result.stdout.splitlines() if line.startswith("outbox"))
+        assert "/var/lib/edge-agent/outbox.sqlite3:" in outbox, f"as {user}: {outbox}"
     stat = pi_a.run("stat", "-c", "%a %U:%G", "/etc/edge-agent/mqtt-password").stdout.strip()
     assert stat == "640 root:edge-agent"
 
