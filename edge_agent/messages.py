@@ -142,10 +142,8 @@ class StatusPayload(_Strict):
 Gauge = Annotated[float, Field(ge=0, le=1e12)]
 
 
-class StatsPayload(BaseModel):
+class StatsPayload(_Strict):
     """Health figures every minute; all optional so an agent can add one without breaking a collector."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: Name
     t: Annotated[str, Field(pattern=ISO_MINUTE_PATTERN)]

@@ -83,6 +83,16 @@ def test_status_payload_states():
     assert json.loads(StatusPayload(state="online", device="pi-1").to_json()) == {"state": "online", "device": "pi-1"}
 
 
+def test_stats_payload_is_as_strict_as_the_others():
+    good = {"device": "pi-1", "t": "2026-11-23T10:15:02Z", "uptime_s": 61, "fps": 1.5, "outbox_depth": 0}
+    assert parse_payload("stats", encode(good)).uptime_s == 61.0
+    for field, value, reason in (("uptime_s", True, "uptime_s"), ("uptime_s", "61", "uptime_s"),
+                                 ("outbox_depth", 1.0, "outbox_depth"), ("fps", -1, "fps"),
+                                 ("camera", "ok\x00", "camera")):
+        with pytest.raises(MessageError, match=reason):
+            parse_payload("stats", encode({**good, field: value}))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
                     lambda children: st.lists(children) | st.dictionaries(st.text(), children), max_leaves=30))
