@@ -374,16 +374,20 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def run_handler(args, prog):
+    """Run the chosen subcommand; a user's mistake is one line on stderr and its exit status."""
     try:
         status = args.handler(args)
     except EdgeAgentError as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         return 130
     return status or 0
+
+
+def main(argv=None):
+    return run_handler(build_parser().parse_args(argv), "edge-agent")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from ..check import print_verdicts
-from ..cli import utc_time_arg
+from ..cli import run_handler, utc_time_arg
 from ..config import ConfigError
 from ..errors import EdgeAgentError
 from .config import load_collector_config
@@ -167,15 +167,7 @@ def main(argv=None):
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    try:
-        status = args.handler(args)
-    except EdgeAgentError as exc:
-        print(f"edge-collector: error: {exc}", file=sys.stderr)
-        return exc.exit_status
-    except KeyboardInterrupt:
-        return 130
-    return status or 0
+    return run_handler(build_parser().parse_args(argv), "edge-collector")
 
 
 if __name__ == "__main__":
