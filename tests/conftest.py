@@ -1,30 +1,17 @@
+"""Fixtures shared across the suite; plain helpers are in the ``support`` package beside it."""
+
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from support import MODEL, PUBLICTEST
+from support.broker import Mosquitto
+from support.postgres import Postgres, find_bin_dir
+
 # TensorFlow must see this before its first import, whichever test imports it first.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO / "edge_agent" / "samples"
-SHARED = REPO.parent / "shared"
-PUBLICTEST = SHARED / "data" / "fer2013_publictest.npz"
-TRAINING = SHARED / "data" / "fer2013_training.npz"
-MODEL = REPO / "models" / "emotion_mini_xception_int8.tflite"
-CASCADE = REPO / "models" / "haarcascade_frontalface_default.xml"
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "system: boots systemd containers and runs Ansible (deselect with -m 'not system')")
-
-
-def needs(path):
-    return pytest.mark.skipif(not path.is_file(), reason=f"{path} is absent (../shared not beside the repo)")
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +39,26 @@ def weights():
     return fetch_weights()
 
 
-def run_cli(*args, env=None):
-    """Run ``edge-agent`` as a user would: a fresh process, its exit status and output."""
-    return subprocess.run(
-        [sys.executable, "-m", "edge_agent", *map(str, args)],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})}, timeout=600,
-    )
+@pytest.fixture
+def mosquitto():
+    """A started anonymous broker without persistence, removed after the test."""
+    broker = Mosquitto()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
+    if find_bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with Postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres):
+    return postgres.url

@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+import pytest
+
+from edge_agent.emotions import EMOTIONS
+from support import MODEL, run_cli
+
+
+@pytest.fixture
+def faces_npz(tmp_path, publictest):
+    images, labels = publictest
+    path = tmp_path / "faces.npz"
+    np.savez(path, images=images[:300], labels=labels[:300])
+    return path
+
+
+def test_evaluate_json_has_every_figure(faces_npz):
+    done = run_cli("evaluate", "--model", MODEL, "--data", faces_npz, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["n"] == 300
+    assert 0.55 < result["accuracy"] < 0.8
+    assert set(result["per_class_recall"]) == set(EMOTIONS)
+    confusion = np.array(result["confusion"])
+    assert confusion.shape == (7, 7) and confusion.sum() == 300
+    assert abs(np.trace(confusion) / 300 - result["accuracy"]) < 1e-9
+    assert result["macro_recall"] == pytest.approx(
+        np.mean([v for v in result["per_class_recall"].values() if v is not None]))
+    assert result["ms_per_face"] > 0
+
+
+def test_evaluate_report_for_people(faces_npz):
+    done = run_cli("evaluate", "--data", faces_npz)
+    assert done.returncode == 0, done.stderr
+    for heading in ("accuracy", "macro recall", "recall per class", "confusion", "ms per face"):
+        assert heading in done.stdout
+    assert "surprise" in done.stdout
+
+
+def test_evaluate_agreement_with_the_float_model(faces_npz, weights):
+    done = run_cli("evaluate", "--data", faces_npz, "--reference", weights, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["agreement"] > 0.93
+    assert abs(result["reference_accuracy"] - result["accuracy"]) < 0.03
+    assert result["disagreements"] == round((1 - result["agreement"]) * 300)
+    assert 0 <= result["disagreements_where_reference_unsure"] <= result["disagreements"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "nowhere.tflite", "--data", "x.npz"], "model file nowhere.tflite does not exist"),
+    (["--data", "nowhere.npz"], "data file nowhere.npz does not exist"),
+    (["--data", "README.md"], "README.md is not a readable npz"),
+    (["--model", "models/haarcascade_frontalface_default.xml", "--data", "x.npz"], "is not a TFLite model"),
+])
+def test_evaluate_bad_input_exits_2_with_a_message(args, message):
+    done = run_cli("evaluate", *args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bench_model_reports_every_way_side_by_side(weights):
+    done = run_cli("bench", "model", "--reference", weights, "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)["rows"]}
+    assert set(rows) == {
+        "seed: Keras float, predict() per face", "LiteRT float, 1 face per call",
+        "LiteRT float, 32 faces per call", "int8 (ours), 1 face per call",
+        "int8 (ours), 8 faces per call", "int8 (ours), 32 faces per call",
+    }
+    assert all(row["ms_per_face"] > 0 for row in rows.values())
+    assert all("speedup" in row for row in rows.values())
