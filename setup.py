@@ -55,6 +55,6 @@ setup(
         # ansible brings community.crypto and community.docker, which the deployment test uses.
         "test": ["pytest>=7", "hypothesis>=6", "selenium>=4.11", "ansible>=12", "ansible-lint>=25"],
     },
-    entry_points={"console_scripts": ["edge-agent=edge_agent.cli:main",
+    entry_points={"console_scripts": ["edge-agent=edge_agent.agent.cli:main",
                                        "edge-collector=edge_agent.collector.cli:main"]},
 )

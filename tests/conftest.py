@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @pytest.fixture(scope="session")
 def classifier():
-    from edge_agent.emotions import EmotionClassifier
+    from edge_agent.agent.emotions import EmotionClassifier
 
     return EmotionClassifier(MODEL)
 
@@ -34,7 +34,7 @@ def publictest():
 def weights():
     """The float reference weights (fetched once by the setup script, checked by sha256)."""
     pytest.importorskip("tensorflow", reason="the [model] extra (TensorFlow) is not installed")
-    from edge_agent.model_build import fetch_weights
+    from edge_agent.tools.model_build import fetch_weights
 
     return fetch_weights()
 

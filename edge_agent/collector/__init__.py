@@ -1,1 +1,5 @@
-"""The school server's side: MQTT in, a store, charts out."""
+"""The school server's side (``edge-collector``): MQTT in, a store, charts and a dashboard out.
+
+Invariant: imports the common layer and never the agent, so a server installs no OpenCV,
+numpy or LiteRT; developer tools only lazily, from the command line.
+"""

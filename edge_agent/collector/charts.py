@@ -1,18 +1,16 @@
 """Charts for instructors and school IT, drawn from sessions and device states (PNG, or PDF by suffix).
 
 Gaps (suppressed minutes, minutes with no faces, minutes no window arrived for) are drawn as
-breaks in the lines and lightly shaded, never as zero interest.
+breaks in the lines and lightly shaded, never as zero interest. matplotlib (and numpy with it) is
+imported when a chart is drawn, not when the collector starts.
 """
 
 import datetime as dt
 import math
 import time
 
-from matplotlib.patches import Patch
-
-from ..charts import (DEFAULT_INTERESTED, EMOTION_COLORS, INTERESTED_COLOR, draw_interest_pie, draw_stacked_shares,
-                      interest_ratio, pyplot)
-from ..emotions import EMOTIONS
+from ..common.charts import EMOTION_COLORS, INTERESTED_COLOR, draw_interest_pie, draw_stacked_shares
+from ..common.contract import DEFAULT_INTERESTED, EMOTIONS, interest_ratio
 from .sessions import interest_series, smooth
 
 UTC = dt.timezone.utc
@@ -21,6 +19,16 @@ GAP_LABEL = "suppressed / no data"
 STATE_COLORS = {"online": "#2ca02c", "stopped": "#999999", "offline": "#d62728"}
 UNKNOWN_COLOR = "#dddddd"
 DPI = 120
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only backend: charts are drawn on servers without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def interest_points(session, interested=DEFAULT_INTERESTED):
@@ -139,6 +147,8 @@ def draw_shares(ax, session, tz=UTC):
     _time_axis(ax, session, tz)
     if not minutes:
         _no_data(ax, "no data: every minute suppressed")
+    from matplotlib.patches import Patch
+
     # Built by hand: with no bars drawn, matplotlib's own legend would show default colours.
     handles = [Patch(color=EMOTION_COLORS[label], label=label) for label in EMOTIONS]
     if gap_spans(session):
@@ -220,6 +230,8 @@ def fleet_chart(devices, path, now=None, title=None, tz=UTC):
         ax.set_xticks([])
         for side in ("top", "right", "bottom"):
             ax.spines[side].set_visible(False)
+        from matplotlib.patches import Patch
+
         legend = [Patch(color=c, label=s) for s, c in STATE_COLORS.items()] + [Patch(color=UNKNOWN_COLOR,
                                                                                        label="unknown")]
         ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")

@@ -1,13 +1,15 @@
-"""The ``edge-collector`` command line."""
+"""The ``edge-collector`` command line.
+
+Each command imports what it needs when it runs, so ``--help`` and ``check`` stay quick; the
+benchmark is a developer tool, imported only for ``edge-collector bench``.
+"""
 
 import argparse
 import sys
 from pathlib import Path
 
-from ..check import print_verdicts
-from ..cli import run_handler, utc_time_arg
-from ..config import ConfigError
-from ..errors import EdgeAgentError
+from ..common.check import print_verdicts, run_checks
+from ..common.cli import run_handler, utc_time_arg
 from .config import load_collector_config
 
 DEFAULT_CONFIG = Path("/etc/edge-collector/collector.yaml")
@@ -33,34 +35,30 @@ def cmd_run(args):
 
 
 def cmd_check(args):
-    from ..mqtt import probe_broker
+    from ..common.mqtt import probe_broker
     from .dashboard import Dashboard
 
-    def results():
-        try:
-            config = _config(args)
-        except ConfigError as exc:
-            yield "config", False, str(exc)
-            return
-        yield "config", True, f"{args.config or 'built-in defaults'}: client id {config.mqtt.client_id}"
-        try:
-            store = _open_store(config)
-            yield "store", True, f"{store.url}: {store.count_windows()} windows, {len(store.rooms())} rooms"
-            store.close()
-        except EdgeAgentError as exc:
-            yield "store", False, str(exc)
-        dashboard = Dashboard.from_config(config)
-        try:
-            dashboard.check_writable()
-            yield "output", True, f"{dashboard.output_dir} is writable"
-        except EdgeAgentError as exc:
-            yield "output", False, str(exc)
-        try:
-            yield "broker", True, probe_broker(config.mqtt, client_id=f"{config.mqtt.client_id}-check")
-        except EdgeAgentError as exc:
-            yield "broker", False, str(exc)
+    def load():
+        config = _config(args)
+        return config, f"{args.config or 'built-in defaults'}: client id {config.mqtt.client_id}"
 
-    return print_verdicts(results(), sys.stdout)
+    def store(config):
+        opened = _open_store(config)
+        try:
+            return f"{opened.url}: {opened.count_windows()} windows, {len(opened.rooms())} rooms"
+        finally:
+            opened.close()
+
+    def output(config):
+        dashboard = Dashboard.from_config(config)
+        dashboard.check_writable()
+        return f"{dashboard.output_dir} is writable"
+
+    def broker(config):
+        return probe_broker(config.mqtt, client_id=f"{config.mqtt.client_id}-check")
+
+    parts = (("store", store), ("output", output), ("broker", broker))
+    return print_verdicts(run_checks(load, parts), sys.stdout)
 
 
 def cmd_dashboard(args):
@@ -164,7 +162,7 @@ def build_parser():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
+        from ..tools.collector_bench import main as bench_main
 
         return bench_main(argv[1:])
     return run_handler(build_parser().parse_args(argv), "edge-collector")

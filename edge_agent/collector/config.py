@@ -1,4 +1,4 @@
-"""The collector's YAML configuration: every key, its default, validated like the agent's."""
+"""The collector's YAML configuration: every key and its default, validated by the common machinery."""
 
 import datetime as dt
 import socket
@@ -8,10 +8,9 @@ from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from ..charts import DEFAULT_INTERESTED
-from ..config import (BROKER_PATH_KEYS, BrokerConfig, LoggingConfig, Name, Section, default_state_dir, load_config,
-                      parse_config, resolve_path_keys)
-from ..emotions import EMOTIONS
+from ..common.config import (BROKER_PATH_KEYS, BrokerConfig, LoggingConfig, Section, default_state_dir,
+                             load_yaml_config, parse_yaml_config, resolve_path_keys)
+from ..common.contract import DEFAULT_INTERESTED, EMOTIONS, Name
 
 STATE_NAME = "edge-collector"
 SQLITE_PREFIX = "sqlite:///"
@@ -119,9 +118,11 @@ class CollectorConfig(Section):
             store["url"] = SQLITE_PREFIX + str(base / url[len(SQLITE_PREFIX):])
 
 
-def parse_collector_config(text, source="config", base=None):
-    return parse_config(text, source, base, model=CollectorConfig)
+def parse_collector_config(text: str, source: str = "config", base=None) -> CollectorConfig:
+    """Validate YAML text as the collector's config; paths are resolved against ``base``."""
+    return parse_yaml_config(text, CollectorConfig, source, base)
 
 
-def load_collector_config(path=None):
-    return load_config(path, model=CollectorConfig)
+def load_collector_config(path=None) -> CollectorConfig:
+    """The collector's configuration in ``path``, or every default when ``path`` is None."""
+    return load_yaml_config(path, CollectorConfig)

@@ -1,11 +1,9 @@
 """``edge-collector run``: MQTT into the store, the dashboard regenerated every refresh, until SIGTERM."""
 
 import logging
-import signal
-import threading
 import time
 
-from ..service import Notifier, configure_logging
+from ..common.service import start_service
 from .config import load_collector_config
 from .dashboard import Dashboard, DashboardError
 from .ingest import Ingest
@@ -107,16 +105,12 @@ class Collector:
 def run(config_path):
     """Serve until SIGTERM or SIGINT; returns the exit status."""
     config = load_collector_config(config_path)
-    configure_logging(config.logging.level, name="edge-collector")
-    notifier = Notifier()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    collector = Collector(config, notifier, stop)
+    service = start_service("edge-collector", config.logging.level)
+    collector = Collector(config, service.notifier, service.stop)
     try:
         collector.serve()
     finally:
-        notifier.stopping("stopping: acknowledging what is stored")
+        service.notifier.stopping("stopping: acknowledging what is stored")
         collector.close()
     log.info("stopped")
     return 0

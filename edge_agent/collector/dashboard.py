@@ -17,8 +17,8 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from ..charts import DEFAULT_INTERESTED
-from ..errors import EdgeAgentError
+from ..common.contract import DEFAULT_INTERESTED
+from ..common.errors import EdgeAgentError
 from . import charts
 from .sessions import DEFAULT_GAP_S, split_sessions
 

@@ -15,8 +15,8 @@ from collections import Counter
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ..messages import MessageError, parse_payload, parse_topic
-from ..mqtt import configure_tls, connect_options, new_client, set_credentials
+from ..common.contract import MessageError, parse_payload, parse_topic
+from ..common.mqtt import configure_tls, connect_options, new_client, set_credentials
 from .store import StoreError
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """``edge-collector report``: one room's period (or its latest session) as a one-page PNG or PDF."""
 
-from ..errors import EdgeAgentError
-from ..messages import format_utc
+from ..common.contract import format_utc
+from ..common.errors import EdgeAgentError
 from .charts import session_report
 from .sessions import DEFAULT_GAP_S, Session, room_minutes, split_sessions
 

@@ -6,8 +6,7 @@ interest: an empty or nearly empty room says nothing about how interested anyone
 
 from dataclasses import dataclass
 
-from ..charts import DEFAULT_INTERESTED, interest_ratio
-from ..emotions import EMOTIONS
+from ..common.contract import DEFAULT_INTERESTED, EMOTIONS, interest_ratio
 
 DEFAULT_GAP_S = 15 * 60
 

@@ -16,9 +16,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from ..emotions import EMOTIONS
-from ..errors import EdgeAgentError
-from ..messages import SCHEMA_VERSION, EmotionsPayload, format_utc
+from ..common.contract import EMOTIONS, SCHEMA_VERSION, EmotionsPayload, format_utc
+from ..common.errors import EdgeAgentError
 
 # Long enough to ride out another process's write (a retention run, a second collector).
 SQLITE_BUSY_TIMEOUT_MS = 10_000

@@ -4,7 +4,7 @@ import functools
 import http.server
 import sys
 
-from ..errors import EdgeAgentError
+from ..common.errors import EdgeAgentError
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from edge_agent.messages import parse_payload
-from edge_agent.outbox import Outbox
+from edge_agent.common.contract import parse_payload
+from edge_agent.agent.outbox import Outbox
 from support import DATA, REPO, free_port, run_cli
 from support.broker import Mosquitto, Subscriber
 
@@ -35,7 +35,7 @@ def write_config(path, port, *, outbox, window_s=2, loop=True, room="101", fps=4
 class AgentProcess:
     def __init__(self, config, env=None):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", "run", "--config", str(config)], cwd=REPO,
+            [sys.executable, "-m", "edge_agent.agent.cli", "run", "--config", str(config)], cwd=REPO,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 

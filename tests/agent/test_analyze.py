@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from edge_agent.messages import parse_payload
+from edge_agent.common.contract import parse_payload
 from support import DATA, REPO, SHARED, needs, run_cli
 
 VIDEO = DATA / "test.mp4"  # 115 frames at 24.7 fps: 4.66 s
@@ -121,7 +121,7 @@ def test_analysis_writes_nothing_to_disk(tmp_path, short_windows):
     home.mkdir()
     env = {**os.environ, "HOME": str(home), "TMPDIR": str(home), "PYTHONPATH": str(REPO),
            "MPLCONFIGDIR": str(home / "mpl")}
-    result = subprocess.run([sys.executable, "-m", "edge_agent", "analyze", str(VIDEO), "--config",
+    result = subprocess.run([sys.executable, "-m", "edge_agent.agent.cli", "analyze", str(VIDEO), "--config",
                              str(short_windows), "--sample-fps", "0"],
                             cwd=home, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

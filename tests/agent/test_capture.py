@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_agent.capture import (
+from edge_agent.agent.capture import (
     CaptureError,
     Frame,
     FrameSource,
@@ -17,7 +17,7 @@ from edge_agent.capture import (
     open_source,
     sample_frames,
 )
-from edge_agent.errors import EdgeAgentError
+from edge_agent.common.errors import EdgeAgentError
 from support import SHARED, needs
 
 WOMAN2 = SHARED / "media" / "woman2.mp4"

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from edge_agent.emotions import EMOTIONS
+from edge_agent.common.contract import EMOTIONS
 from support import MODEL, run_cli
 
 

@@ -3,7 +3,8 @@ import re
 import pytest
 from pydantic import BaseModel
 
-from edge_agent.config import AgentConfig, ConfigError, load_config, parse_config
+from edge_agent.agent.config import AgentConfig, load_config, parse_config
+from edge_agent.common.config import ConfigError
 from support import REPO, run_cli
 
 EXAMPLE = REPO / "config" / "edge-agent.yaml"

@@ -2,9 +2,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_agent.emotions import EMOTIONS, EmotionClassifier, pixel_to_model_input
-from edge_agent.errors import EdgeAgentError
-from edge_agent.faces import FaceDetector
+from edge_agent.agent.emotions import EmotionClassifier, pixel_to_model_input
+from edge_agent.common.contract import EMOTIONS
+from edge_agent.common.errors import EdgeAgentError
+from edge_agent.agent.faces import FaceDetector
 from support import CASCADE, DATA, MODEL, needs
 
 
@@ -128,7 +129,7 @@ def test_cascade_that_is_missing_or_not_a_cascade_is_named(tmp_path):
 @needs(MODEL)
 def test_model_with_a_color_input_is_refused(tmp_path):
     pytest.importorskip("tensorflow", reason="TensorFlow is needed to make a color-input model")
-    from edge_agent.keras_model import import_tensorflow
+    from edge_agent.tools.keras_model import import_tensorflow
 
     tf, tf_keras = import_tensorflow()
 

@@ -12,17 +12,18 @@ import time
 
 import pytest
 
-from edge_agent.config import MQTTConfig
-from edge_agent.messages import (
+from edge_agent.agent.config import MQTTConfig
+from edge_agent.common.contract import (
     StatsPayload,
     format_utc,
     parse_payload,
     parse_utc,
     topic,
 )
-from edge_agent.mqtt import MQTTError, Publisher, probe_broker
-from edge_agent.outbox import Outbox
-from edge_agent.tally import WindowTally
+from edge_agent.agent.publisher import Publisher
+from edge_agent.common.mqtt import MQTTError, probe_broker
+from edge_agent.agent.outbox import Outbox
+from edge_agent.agent.tally import WindowTally
 from support import REPO, free_port
 from support.broker import Mosquitto, Subscriber
 
@@ -103,7 +104,7 @@ def publishers():
 
 
 def refusals(caplog, text):
-    return [r for r in caplog.records if r.name == "edge_agent.mqtt" and r.levelno >= logging.WARNING
+    return [r for r in caplog.records if r.name == "edge_agent.agent.publisher" and r.levelno >= logging.WARNING
             and text in r.getMessage()]
 
 
@@ -122,7 +123,7 @@ def test_windows_arrive_in_seq_order_and_leave_the_outbox(mosquitto, outbox, pub
 
 
 def test_broker_down_at_start_then_the_backlog_arrives_oldest_first(outbox, publishers, caplog):
-    caplog.set_level(logging.INFO, logger="edge_agent.mqtt")
+    caplog.set_level(logging.INFO, logger="edge_agent.agent.publisher")
     with Mosquitto(persistence=True) as broker:
         # A collector with a persistent session, so it misses nothing while the broker restarts.
         Subscriber(broker.port, EMOTIONS, client_id="collector", clean_session=False).close()
@@ -230,9 +231,9 @@ def test_last_will_says_offline_when_the_agent_is_killed(mosquitto, tmp_path):
     script = f"""
 import sys, time
 sys.path.insert(0, {str(REPO)!r})
-from edge_agent.config import MQTTConfig
-from edge_agent.mqtt import Publisher
-from edge_agent.outbox import Outbox
+from edge_agent.agent.config import MQTTConfig
+from edge_agent.agent.publisher import Publisher
+from edge_agent.agent.outbox import Outbox
 publisher = Publisher(MQTTConfig(host="127.0.0.1", port={mosquitto.port}, keepalive_s=60), device={DEVICE!r},
                       site={SITE!r}, room={ROOM!r}, outbox=Outbox({str(tmp_path / 'outbox.sqlite3')!r}))
 publisher.start()
@@ -261,7 +262,7 @@ time.sleep(60)
 
 
 def test_wrong_password_is_logged_once_and_retried_with_backoff(tmp_path, outbox, publishers, caplog):
-    caplog.set_level(logging.INFO, logger="edge_agent.mqtt")
+    caplog.set_level(logging.INFO, logger="edge_agent.agent.publisher")
     password_file = tmp_path / "mqtt-password"
     password_file.write_text("wrong\n")
     password_file.chmod(0o600)

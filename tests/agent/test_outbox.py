@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from edge_agent.errors import EdgeAgentError
-from edge_agent.messages import format_utc, parse_payload, topic
-from edge_agent.outbox import Outbox, OutboxError, Pending
-from edge_agent.tally import WindowTally
+from edge_agent.common.errors import EdgeAgentError
+from edge_agent.common.contract import format_utc, parse_payload, topic
+from edge_agent.agent.outbox import Outbox, OutboxError, Pending
+from edge_agent.agent.tally import WindowTally
 from support import REPO
 
 SITE, ROOM, DEVICE, MODEL = "north", "101", "pi-101a", "mini-xception-int8:3f2a9c1e"
@@ -156,7 +156,7 @@ def test_old_windows_are_dropped_counted_and_logged(path, caplog):
     with Outbox(path, max_age_s=3600, clock=lambda: now[0]) as outbox:
         fill(outbox, 3, first=T0)                               # ten hours old
         young = outbox.append(TOPIC, builder(now[0] - 600))     # ten minutes old
-        with caplog.at_level(logging.WARNING, logger="edge_agent.outbox"):
+        with caplog.at_level(logging.WARNING, logger="edge_agent.agent.outbox"):
             assert outbox.drop_expired() == 3
         assert outbox.pending() == [young]
         assert outbox.dropped_total == 3
@@ -183,8 +183,8 @@ def test_old_windows_are_dropped_counted_and_logged(path, caplog):
 CHILD = """
 import sys
 sys.path.insert(0, {repo!r})
-from edge_agent.outbox import Outbox
-from edge_agent.tally import WindowTally
+from edge_agent.agent.outbox import Outbox
+from edge_agent.agent.tally import WindowTally
 outbox = Outbox({path!r})
 i = 0
 while True:
@@ -262,7 +262,7 @@ def test_a_file_of_random_bytes_is_moved_aside(path, caplog):
     path.write_bytes(original)
     wal = random.Random(2).randbytes(1000)
     path.with_name(path.name + "-wal").write_bytes(wal)
-    with caplog.at_level(logging.ERROR, logger="edge_agent.outbox"):
+    with caplog.at_level(logging.ERROR, logger="edge_agent.agent.outbox"):
         Outbox(path).close()
     moved = assert_moved_aside(path, caplog, original)
     # Its log went with it, and was not replayed onto the new file.
@@ -275,7 +275,7 @@ def test_a_truncated_database_is_moved_aside(path, caplog):
         fill(outbox, 300)
     whole = path.read_bytes()
     path.write_bytes(whole[: len(whole) // 2])
-    with caplog.at_level(logging.ERROR, logger="edge_agent.outbox"):
+    with caplog.at_level(logging.ERROR, logger="edge_agent.agent.outbox"):
         Outbox(path).close()
     assert_moved_aside(path, caplog, whole[: len(whole) // 2])
     assert_fresh(path)
@@ -287,7 +287,7 @@ def test_another_programs_database_is_moved_aside(path, caplog):
         db.execute("CREATE TABLE notes (text TEXT)")
     db.close()
     original = path.read_bytes()
-    with caplog.at_level(logging.ERROR, logger="edge_agent.outbox"):
+    with caplog.at_level(logging.ERROR, logger="edge_agent.agent.outbox"):
         Outbox(path).close()
     assert_moved_aside(path, caplog, original)
     assert_fresh(path)
@@ -350,8 +350,8 @@ def test_a_corrupt_file_in_a_read_only_directory_is_an_error_and_left_untouched(
 
 
 def test_last_window_end_is_remembered_across_restarts(tmp_path):
-    from edge_agent.messages import parse_utc
-    from edge_agent.tally import WindowTally
+    from edge_agent.common.contract import parse_utc
+    from edge_agent.agent.tally import WindowTally
 
     path = tmp_path / "outbox.sqlite3"
     with Outbox(path) as outbox:

@@ -2,12 +2,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_agent.bench_pipeline import matched
-from edge_agent.capture import Frame
-from edge_agent.config import parse_config
-from edge_agent.emotions import EMOTIONS, EmotionClassifier
-from edge_agent.faces import FaceDetector
-from edge_agent.pipeline import FramePipeline
+from edge_agent.tools.bench_pipeline import matched
+from edge_agent.agent.capture import Frame
+from edge_agent.agent.config import parse_config
+from edge_agent.agent.emotions import EmotionClassifier
+from edge_agent.common.contract import EMOTIONS
+from edge_agent.agent.faces import FaceDetector
+from edge_agent.agent.pipeline import FramePipeline
 from support import CASCADE, DATA, MODEL
 
 
@@ -64,7 +65,7 @@ def test_crop_offsets_widen_the_crop_and_stop_at_the_frame_edge():
 
 
 def test_missing_or_broken_cascade_is_a_clear_error(tmp_path):
-    from edge_agent.errors import EdgeAgentError
+    from edge_agent.common.errors import EdgeAgentError
 
     with pytest.raises(EdgeAgentError, match="does not exist"):
         FaceDetector(tmp_path / "none.xml")
@@ -121,7 +122,7 @@ def test_pipeline_from_config_applies_detector_settings():
 
 
 def test_default_detect_width_finds_every_face_of_a_crowded_720p_frame():
-    from edge_agent.bench_pipeline import classroom_frame
+    from edge_agent.tools.bench_pipeline import classroom_frame
 
     frame, true_faces = classroom_frame(DATA / "solvay_conference.jpg")
     assert frame.shape == (720, 1280, 3) and len(true_faces) == 40

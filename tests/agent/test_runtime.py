@@ -4,8 +4,8 @@ import textwrap
 
 import pytest
 
-from edge_agent.errors import EdgeAgentError
-from edge_agent.runtime import interpreter_class
+from edge_agent.common.errors import EdgeAgentError
+from edge_agent.agent.runtime import interpreter_class
 from support import CASCADE, MODEL, REPO
 
 
@@ -37,8 +37,8 @@ def test_model_and_cascade_load_without_tensorflow_or_network():
     script = textwrap.dedent(f"""
         import sys
         import numpy as np
-        from edge_agent.emotions import EmotionClassifier
-        from edge_agent.faces import FaceDetector
+        from edge_agent.agent.emotions import EmotionClassifier
+        from edge_agent.agent.faces import FaceDetector
         classifier = EmotionClassifier({str(MODEL)!r})
         FaceDetector({str(CASCADE)!r})
         classifier.classify([np.zeros((48, 48), np.uint8)])

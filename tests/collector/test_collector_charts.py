@@ -3,8 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from edge_agent.charts import pyplot
-from edge_agent.collector.charts import (
+from edge_agent.collector.charts import (pyplot, 
     draw_interest,
     emotion_shares_chart,
     fleet_chart,
@@ -24,7 +23,7 @@ from edge_agent.collector.sessions import (
     smooth,
     split_sessions,
 )
-from edge_agent.emotions import EMOTIONS
+from edge_agent.common.contract import EMOTIONS
 from support.windows import T0, lesson, window
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

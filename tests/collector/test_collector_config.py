@@ -6,7 +6,7 @@ from edge_agent.collector.config import (
     parse_collector_config,
     server_timezone,
 )
-from edge_agent.config import ConfigError
+from edge_agent.common.config import ConfigError
 from support import REPO
 
 

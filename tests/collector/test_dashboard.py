@@ -7,7 +7,7 @@ import pytest
 
 from edge_agent.collector.dashboard import Dashboard, DashboardError
 from edge_agent.collector.store import Store
-from edge_agent.messages import StatusPayload
+from edge_agent.common.contract import StatusPayload
 from support.windows import T0, lesson, window
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -6,8 +6,8 @@ import pytest
 
 from edge_agent.collector.ingest import Ingest
 from edge_agent.collector.store import Store
-from edge_agent.config import parse_config
-from edge_agent.messages import EmotionsPayload, format_utc
+from edge_agent.collector.config import parse_collector_config
+from edge_agent.common.contract import EmotionsPayload, format_utc
 from support import wait_until
 from support.broker import Mosquitto, publish, publisher
 
@@ -29,7 +29,7 @@ def broker():
 
 
 def ingest_for(store, port):
-    config = parse_config(f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  reconnect_max_s: 1\n").mqtt
+    config = parse_collector_config(f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  reconnect_max_s: 1\n").mqtt
     ingest = Ingest(store, config, client_id="collector-test")
     ingest.start()
     assert ingest.connected.wait(10)

@@ -17,9 +17,8 @@ from paho.mqtt.client import MQTTMessage
 
 from edge_agent.collector.ingest import Ingest
 from edge_agent.collector.store import Store
-from edge_agent.config import MQTTConfig
-from edge_agent.emotions import EMOTIONS
-from edge_agent.messages import (
+from edge_agent.common.config import BrokerConfig
+from edge_agent.common.contract import (EMOTIONS, 
     MAX_PAYLOAD_BYTES,
     EmotionsPayload,
     MessageError,
@@ -246,7 +245,7 @@ def check_devices(store):
 def test_ten_thousand_hostile_messages_are_refused_or_stored_valid(tmp_path):
     path = tmp_path / "c.sqlite3"
     store = Store(f"sqlite:///{path}")
-    ingest = Ingest(store, MQTTConfig(host="127.0.0.1", port=1), client_id="collector-fuzz")
+    ingest = Ingest(store, BrokerConfig(host="127.0.0.1", port=1), client_id="collector-fuzz")
     accepted = {}  # (device, window_start epoch): the payloads accepted for it
     seen = {"messages": 0}
     started = time.monotonic()
@@ -325,7 +324,7 @@ def test_status_text_with_control_characters_is_refused():
 
 
 def test_an_undecodable_topic_is_refused_not_raised(tmp_path):
-    ingest = Ingest(Store(f"sqlite:///{tmp_path / 'c.sqlite3'}"), MQTTConfig(host="127.0.0.1", port=1),
+    ingest = Ingest(Store(f"sqlite:///{tmp_path / 'c.sqlite3'}"), BrokerConfig(host="127.0.0.1", port=1),
                     client_id="collector-fuzz")
     ingest._on_message(ingest.client, None, mqtt_message(b"classroom/north/101/pi-\xff/emotions", b"{}", 1))
     assert ingest.counts["rejected"] == 1 and ingest._queue.empty()
@@ -367,7 +366,7 @@ def test_hostile_messages_through_the_broker_leave_the_collector_storing(tmp_pat
     path = tmp_path / "c.sqlite3"
     store = Store(f"sqlite:///{path}")
     with Mosquitto(persistence=True) as broker:
-        ingest = Ingest(store, MQTTConfig(host="127.0.0.1", port=broker.port, reconnect_max_s=1),
+        ingest = Ingest(store, BrokerConfig(host="127.0.0.1", port=broker.port, reconnect_max_s=1),
                         client_id="collector-fuzz")
         subscribed = threading.Event()
         ingest.client.on_subscribe = lambda *args: subscribed.set()

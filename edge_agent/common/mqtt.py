@@ -1,0 +1,161 @@
+"""The MQTT client both sides start from: protocol version, TLS, credentials, and problems in words.
+
+Connection problems become one sentence that says what to check (a refused password names the
+file or variable it came from, an unverifiable certificate names ``mqtt.tls.ca``), never a paho
+error code. A TLS file that cannot be loaded is a configuration error, raised before any
+connection is tried.
+"""
+
+import socket
+import ssl
+import threading
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from .errors import EdgeAgentError
+
+# CONNACK reason codes (MQTT 5; paho maps 3.1.1 return codes onto them) and what to check.
+_CREDENTIALS = (0x86, 0x87, 0x8C)  # bad user name or password, not authorized, bad auth method
+_CLIENT_ID = 0x85
+_BANNED = 0x8A
+
+
+class MQTTError(EdgeAgentError):
+    """The broker cannot be used as configured; the message says why."""
+
+
+PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
+
+
+def new_client(mqtt_config, client_id, *, persistent=False, **kwargs):
+    """A paho client speaking ``mqtt_config.protocol``.
+
+    ``persistent``: the broker keeps the session while we are away. MQTT 5 asks for that at
+    connect (see ``connect_options``); MQTT 3.1.1 when the client is made (clean_session).
+    """
+    protocol = PROTOCOLS[mqtt_config.protocol]
+    if protocol != paho.MQTTv5:
+        kwargs["clean_session"] = not persistent
+    return _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs)
+
+
+def connect_options(mqtt_config, *, clean_start, properties=None):
+    """Keywords for connect() and connect_async(): clean start and properties are MQTT 5 only."""
+    options = {"keepalive": mqtt_config.keepalive_s}
+    if mqtt_config.protocol == "5":
+        options.update(clean_start=clean_start, properties=properties)
+    return options
+
+
+class _Client(paho.Client):
+    """paho's client, remembering why the last attempt to open the socket failed.
+
+    on_connect_fail carries no error, and "connection refused", "name not known" and "certificate
+    verify failed" need different fixes.
+    """
+
+    last_socket_error = None
+
+    def _create_socket(self):
+        try:
+            sock = super()._create_socket()
+        except OSError as exc:
+            self.last_socket_error = exc
+            raise
+        self.last_socket_error = None
+        return sock
+
+
+def describe_socket_error(exc: OSError | None) -> str:
+    """Why opening the socket failed, in words that point at the fix."""
+    if exc is None:
+        return "cannot connect"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not resolved ({exc.strerror or exc})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not accepted ({exc.verify_message or exc}) — check mqtt.tls.ca"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or exc})"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "connection timed out"
+    return (exc.strerror or str(exc)).lower()
+
+
+def _password_hint(config):
+    if config.password_env:
+        return f"check mqtt.username and the password in ${config.password_env}"
+    if config.password_file:
+        return f"check mqtt.username and the password file {config.password_file}"
+    return "the broker wants a login: set mqtt.username and mqtt.password_file"
+
+
+def refusal_text(config, reason_code) -> str:
+    """The broker's refusal of a CONNECT, with what to check for the usual reasons."""
+    where = f"{config.host}:{config.port}"
+    text = f"broker {where} refused the connection: {str(reason_code).lower()}"
+    value = getattr(reason_code, "value", None)
+    if value in _CREDENTIALS:
+        return f"{text} — {_password_hint(config)}"
+    if value == _CLIENT_ID:
+        return f"{text} — check device.id (it is the client id)"
+    if value == _BANNED:
+        return f"{text} — the broker has banned this client"
+    return text
+
+
+def configure_tls(client, config):
+    """TLS from the config; a file that cannot be loaded is a configuration error, not a network one."""
+    if config.tls is not None:
+        tls = config.tls
+        try:
+            client.tls_set(ca_certs=str(tls.ca) if tls.ca else None,
+                           certfile=str(tls.cert) if tls.cert else None,
+                           keyfile=str(tls.key) if tls.key else None)
+        except (OSError, ValueError) as exc:
+            raise MQTTError(f"mqtt.tls: cannot load the certificates: {exc}") from None
+
+
+def set_credentials(client, config):
+    password = config.password()
+    if config.username is not None or password is not None:
+        client.username_pw_set(config.username, password)
+
+
+def probe_broker(mqtt_config, *, client_id, timeout=10.0):
+    """Connect once and disconnect: a line for ``edge-agent check`` and ``edge-collector check``, or
+    MQTTError saying why not.
+
+    Nothing is published, and the caller passes a client id other than its service's, so a
+    running agent or collector is not disturbed.
+    """
+    where = f"{mqtt_config.host}:{mqtt_config.port}"
+    client = new_client(mqtt_config, client_id, reconnect_on_failure=False)
+    configure_tls(client, mqtt_config)
+    set_credentials(client, mqtt_config)
+    client.connect_timeout = timeout
+    answer = {}
+    done = threading.Event()
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        answer["reason"] = reason_code
+        done.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(mqtt_config.host, mqtt_config.port, **connect_options(mqtt_config, clean_start=True))
+    except OSError as exc:
+        raise MQTTError(f"cannot connect to broker {where}: {describe_socket_error(exc)}") from None
+    client.loop_start()
+    try:
+        done.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    reason = answer.get("reason")
+    if reason is None:
+        raise MQTTError(f"broker {where} accepted the connection but did not answer within {timeout:g} s")
+    if reason.is_failure:
+        raise MQTTError(refusal_text(mqtt_config, reason))
+    login = f"as {mqtt_config.username}" if mqtt_config.username else "anonymously"
+    return f"{where}: connected {login}{' over TLS' if mqtt_config.tls else ''}"

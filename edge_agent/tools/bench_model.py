@@ -1,0 +1,103 @@
+"""Milliseconds per face for each way of running the emotion model, measured in one run."""
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..agent.emotions import EmotionClassifier
+
+
+def ms_per_face(call, faces_per_call, rounds=5, min_round_s=0.3):
+    """Median over ``rounds`` of the time per face of ``call``, after a warm-up."""
+    for _ in range(3):
+        call()
+    results = []
+    for _ in range(rounds):
+        calls = 0
+        start = time.perf_counter()
+        while True:
+            call()
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_round_s:
+                break
+        results.append(1000.0 * elapsed / (calls * faces_per_call))
+    return float(np.median(results))
+
+
+def float_tflite_from_keras(keras_model, directory):
+    """Convert the Keras model to a float TFLite file, as a plain LiteRT port would."""
+    from .keras_model import import_tensorflow
+
+    tf, _ = import_tensorflow()
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    path = Path(directory) / "emotion_float.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+def seed_predict_per_face(keras_model, faces):
+    """The original project's way: one Keras ``predict()`` per face, preprocessing included."""
+    from .keras_model import model_inputs
+
+    position = [0]
+
+    def call():
+        face = faces[position[0] % len(faces)]
+        position[0] += 1
+        keras_model.predict(model_inputs(keras_model, [face]), verbose=0)
+
+    return call
+
+
+def classifier_call(classifier, faces, batch):
+    """A call that labels the next ``batch`` faces, cycling through ``faces``."""
+    batches = [faces[i:i + batch] for i in range(0, len(faces) - batch + 1, batch)]
+    position = [0]
+
+    def call():
+        classifier.probabilities(batches[position[0] % len(batches)])
+        position[0] += 1
+
+    return call
+
+
+def bench_model(model_path, faces, keras_model=None, threads=1):
+    """Return rows ``{"name", "ms_per_face", "note"}``; the first row is the baseline when TF is present."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if keras_model is not None:
+            rows.append({
+                "name": "seed: Keras float, predict() per face",
+                "ms_per_face": ms_per_face(seed_predict_per_face(keras_model, faces), 1, rounds=3),
+                "note": "baseline",
+            })
+            float_model = EmotionClassifier(float_tflite_from_keras(keras_model, tmp), num_threads=threads)
+            rows.append({"name": "LiteRT float, 1 face per call",
+                         "ms_per_face": ms_per_face(classifier_call(float_model, faces, 1), 1), "note": ""})
+            rows.append({"name": "LiteRT float, 32 faces per call",
+                         "ms_per_face": ms_per_face(classifier_call(float_model, faces, 32), 32), "note": ""})
+        int8_model = EmotionClassifier(model_path, num_threads=threads)
+        for batch in (1, 8, 32):
+            rows.append({"name": f"int8 (ours), {batch} face{'s' if batch > 1 else ''} per call",
+                         "ms_per_face": ms_per_face(classifier_call(int8_model, faces, batch), batch), "note": ""})
+    if keras_model is None:
+        rows.insert(0, {"name": "seed: Keras float, predict() per face", "ms_per_face": None,
+                        "note": "skipped: TensorFlow not installed (pip install -e '.[model]')"})
+    baseline = rows[0]["ms_per_face"]
+    for row in rows:
+        if baseline and row["ms_per_face"]:
+            row["speedup"] = baseline / row["ms_per_face"]
+    return rows
+
+
+def format_rows(rows, runtime, threads):
+    lines = [f"emotion model, ms per face ({threads} thread(s), runtime {runtime})",
+             f"  {'way':<40}{'ms/face':>10}{'vs seed':>10}"]
+    for row in rows:
+        ms = "-" if row["ms_per_face"] is None else f"{row['ms_per_face']:.3f}"
+        speedup = f"{row['speedup']:.0f}x" if "speedup" in row else ""
+        lines.append(f"  {row['name']:<40}{ms:>10}{speedup:>10}  {row['note']}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""Milliseconds per frame of our pipeline against the seed's, on the same frames in one run.
+
+The seed's pipeline: Haar (1.1, 5, 30) on the full frame, then one Keras ``predict()`` per
+face. Ours: Haar on a frame shrunk to ``detect_width``, then every face of the frame in one
+int8 interpreter call. Both use one thread. Faces found are compared too (a face counts as
+found when a detection overlaps it by IoU >= 0.5): a faster pipeline that misses faces would
+be no gain.
+"""
+
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..agent.capture import Frame, OpenCVSource, sample_frames
+from ..agent.emotions import EmotionClassifier
+from ..agent.faces import FaceDetector
+from .keras_model import model_inputs
+from ..agent.pipeline import FramePipeline
+
+SEED_DETECTOR = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 30}
+
+
+# The six faces of the group photo (solvay_conference.jpg), boxes (x, y, w, h); the photo
+# itself marks them with rectangles.
+PHOTO_FACES = ((854, 68, 102, 102), (593, 60, 102, 102), (224, 69, 124, 124), (763, 163, 124, 124),
+               (359, 176, 139, 139), (39, 177, 111, 111))
+
+
+def classroom_frame(photo_path, width=1280, height=720, tile_height=360):
+    """A 1280x720 frame of a crowded room, the group photo shrunk and tiled (faces ~40 px wide),
+    and the boxes of the faces that lie wholly inside it."""
+    photo = cv2.imread(str(photo_path))
+    if photo is None:
+        raise FileNotFoundError(photo_path)
+    scale = tile_height / photo.shape[0]
+    tile = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    tile_h, tile_w = tile.shape[:2]
+    row = np.concatenate([tile] * (width // tile_w + 1), axis=1)[:, :width]
+    frame = np.concatenate([row] * (height // tile_h + 1), axis=0)[:height]
+    faces = []
+    for top in range(0, height, tile_h):
+        for left in range(0, width, tile_w):
+            for x, y, w, h in PHOTO_FACES:
+                box = (left + round(x * scale), top + round(y * scale), round(w * scale), round(h * scale))
+                if box[0] + box[2] <= width and box[1] + box[3] <= height:
+                    faces.append(box)
+    return frame, faces
+
+
+def video_frames(path, every=1):
+    """Decoded frames of a video, every ``every``-th one, and the mean decode time in ms."""
+    started = time.perf_counter()
+    with OpenCVSource(str(path), realtime=False, start_time=0.0) as source:
+        frames = [frame.image for frame in sample_frames(source, 0)]
+    decode_ms = (time.perf_counter() - started) / max(1, len(frames)) * 1000
+    return frames[::every], decode_ms
+
+
+class SeedPipeline:
+    """The original project's per-frame work, written the way it did it."""
+
+    def __init__(self, cascade_path, keras_model):
+        self.cascade = cv2.CascadeClassifier(str(cascade_path))
+        self.model = keras_model
+
+    def process(self, image):
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        boxes = self.cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(30, 30))
+        boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+        for x, y, w, h in boxes:
+            self.model.predict(model_inputs(self.model, [gray[y:y + h, x:x + w]]), verbose=0).argmax()
+        return boxes
+
+
+def iou(a, b):
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def distinct(boxes, threshold=0.2):
+    """One box per face: Haar sometimes reports a face twice, as two overlapping boxes."""
+    kept = []
+    for box in sorted(map(tuple, boxes), key=lambda b: -b[2] * b[3]):
+        if all(iou(box, other) < threshold for other in kept):
+            kept.append(box)
+    return kept
+
+
+def matched(found, reference, threshold=0.5):
+    """How many boxes of ``reference`` have a box in ``found`` overlapping by IoU >= threshold."""
+    return sum(any(iou(r, f) >= threshold for f in found) for r in reference)
+
+
+def time_frames(process, frames, repeats):
+    """Median ms per frame over ``repeats`` passes, and the boxes of the last pass."""
+    process(frames[0])
+    passes, boxes = [], []
+    for _ in range(repeats):
+        boxes = []
+        started = time.perf_counter()
+        for image in frames:
+            boxes.append(process(image))
+        passes.append((time.perf_counter() - started) / len(frames) * 1000)
+    return float(np.median(passes)), boxes
+
+
+def compare(frames, seed, ours, repeats, true_faces=None):
+    """Seed and ours on the same frames: ms per frame, faces, and our own overhead share.
+
+    With ``true_faces`` (boxes per frame) both are scored against them; without, against the
+    distinct faces the seed found.
+    """
+    seed_ms, seed_boxes = time_frames(seed.process, frames, repeats)
+    ours.detector.cascade_seconds = ours.classifier.invoke_seconds = 0.0
+    wall = [0.0]
+
+    def ours_process(image):
+        started = time.perf_counter()
+        result = ours.process(Frame(image, 0.0, 0))
+        wall[0] += time.perf_counter() - started
+        return np.array([face.box for face in result.faces], dtype=np.int64).reshape(-1, 4)
+
+    ours_ms, ours_boxes = time_frames(ours_process, frames, repeats)
+    inner = ours.detector.cascade_seconds + ours.classifier.invoke_seconds
+    reference = true_faces if true_faces is not None else [distinct(boxes) for boxes in seed_boxes]
+    return {
+        "frames": len(frames),
+        "seed_ms": seed_ms, "ours_ms": ours_ms, "speedup": seed_ms / ours_ms,
+        "reference": "true faces" if true_faces is not None else "faces the seed found",
+        "reference_faces": sum(len(r) for r in reference),
+        "seed_found": sum(matched(s, r) for s, r in zip(seed_boxes, reference)),
+        "ours_found": sum(matched(o, r) for o, r in zip(ours_boxes, reference)),
+        "seed_detections": sum(len(b) for b in seed_boxes),
+        "ours_detections": sum(len(b) for b in ours_boxes),
+        "overhead_pct": 100.0 * (wall[0] - inner) / wall[0] if wall[0] else 0.0,
+    }
+
+
+def analyze_rss_mb(video, detect_width):
+    """Peak resident memory of ``edge-agent analyze`` on a video, in its own process (no TensorFlow)."""
+    with tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "agent.yaml"
+        config.write_text(f"detector:\n  detect_width: {detect_width}\n")
+        subprocess.run([sys.executable, "-m", "edge_agent.agent.cli", "analyze", str(video), "--sample-fps", "0",
+                        "--json", "--config", str(config)], check=True, capture_output=True)
+    # The largest resident set of any child so far, in KiB on Linux: run this before other children.
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def bench_pipeline(scenes, cascade, model_path, keras_model, repeats=3):
+    """Rows of figures, one per scene: (name, frames, true faces per frame or None, detect_width)."""
+    cv2.setNumThreads(1)
+    seed = SeedPipeline(cascade, keras_model)
+    classifier = EmotionClassifier(model_path, num_threads=1)
+    rows = []
+    for name, frames, true_faces, detect_width in scenes:
+        ours = FramePipeline(FaceDetector(cascade, detect_width=detect_width, **SEED_DETECTOR), classifier)
+        rows.append({"scene": name, "detect_width": detect_width,
+                     **compare(frames, seed, ours, repeats, true_faces)})
+    return rows
+
+
+def format_rows(rows):
+    lines = [f"{'scene':<38} {'frames':>6} {'seed ms':>8} {'ours ms':>8} {'speedup':>7}  "
+             f"{'faces found (seed / ours) of':<36} {'detections (seed / ours)':>24} {'overhead':>8}"]
+    for row in rows:
+        found = f"{row['seed_found']} / {row['ours_found']} of {row['reference_faces']} {row['reference']}"
+        detections = f"{row['seed_detections']} / {row['ours_detections']}"
+        lines.append(
+            f"{row['scene']:<38} {row['frames']:>6} {row['seed_ms']:>8.1f} {row['ours_ms']:>8.1f} "
+            f"{row['speedup']:>6.1f}x  {found:<36} {detections:>24} {row['overhead_pct']:>7.1f}%")
+    return "\n".join(lines)
