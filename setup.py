@@ -1,3 +1,12 @@
+"""The edge-agent distribution: what a Raspberry Pi installs (`pip install .`).
+
+It carries the whole package (the demo and the developer tools run both sides) but installs only
+the agent's dependencies: nothing of the collector's store, templates or charts. The school
+server installs the edge-collector distribution instead (collector/setup.py), which has no
+OpenCV and no LiteRT. Both read their dependencies from requirements/.
+"""
+
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -12,9 +21,18 @@ MODEL_FILES = [
     "models/MODEL_CARD.md",
 ]
 
+
+def requirements(name):
+    """The requirement lines of requirements/<name>.txt, without comments."""
+    lines = (HERE / "requirements" / f"{name}.txt").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+VERSION = re.search(r'__version__ = "(.+)"', (HERE / "edge_agent" / "__init__.py").read_text()).group(1)
+
 setup(
     name="edge-agent",
-    version="0.1.0",
+    version=VERSION,
     description="Classroom emotion sensing at the edge: anonymised per-minute emotion counts over MQTT",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
@@ -24,37 +42,18 @@ setup(
     package_data={"edge_agent": ["samples/*"], "edge_agent.collector": ["templates/*.html"]},
     # Installed copies find the model here; a source checkout uses its own models/.
     data_files=[("share/edge-agent/models", MODEL_FILES)],
-    install_requires=[
-        "numpy>=1.24",
-        # OpenCV 5 wheels dropped CascadeClassifier.
-        "opencv-python-headless>=4.8,<5",
-        # LiteRT is the runtime we measure; tflite-runtime and tensorflow.lite work too
-        # (see edge_agent/runtime.py) for images that already carry them.
-        "ai-edge-litert>=1.2",
-        "pydantic>=2.5",
-        "PyYAML>=6",
-        "tqdm>=4.62",
-        "matplotlib>=3.7",
-        "paho-mqtt>=2.0,<3",
-        # sd_notify and the journal; builds against libsystemd-dev (scripts/setup.sh installs it).
-        "systemd-python>=235",
-        # The collector's store: SQLite by default, PostgreSQL through psycopg.
-        "SQLAlchemy>=2.0",
-        "psycopg[binary]>=3.1",
-        # The dashboard's HTML pages, escaped properly.
-        "Jinja2>=3.1",
-        # Time zones for the dashboard where the system has no zoneinfo files (minimal images).
-        "tzdata",
-    ],
+    install_requires=requirements("common") + requirements("agent"),
     extras_require={
-        # Only for building the model and for the Keras baseline; never needed on a Pi.
+        # Only for building and training the model and for the Keras baseline; never needed on a Pi.
         "model": ["tensorflow-cpu==2.21.*", "tf_keras==2.21.*"],
-        # The demo's broker where mosquitto is not installed (MQTT 3.1.1, pure Python).
-        "demo": ["amqtt>=0.11"],
-        # Selenium drives Debian's chromium through its chromedriver (scripts/setup.sh installs both).
-        # ansible brings community.crypto and community.docker, which the deployment test uses.
-        "test": ["pytest>=7", "hypothesis>=6", "selenium>=4.11", "ansible>=12", "ansible-lint>=25"],
+        # The demo runs the collector beside two agents; mosquitto, or the embedded broker
+        # (amqtt: MQTT 3.1.1, pure Python) where mosquitto is not installed.
+        "demo": ["amqtt>=0.11", *requirements("collector")],
+        # The tests exercise both sides. Selenium drives Debian's chromium through its chromedriver
+        # (scripts/setup.sh installs both); ansible brings community.crypto and community.docker,
+        # which the deployment test uses.
+        "test": ["pytest>=7", "hypothesis>=6", "selenium>=4.11", "ansible>=12", "ansible-lint>=25",
+                 *requirements("collector")],
     },
-    entry_points={"console_scripts": ["edge-agent=edge_agent.agent.cli:main",
-                                       "edge-collector=edge_agent.collector.cli:main"]},
+    entry_points={"console_scripts": ["edge-agent=edge_agent.agent.cli:main"]},
 )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything the product, its model build and its tests need on Debian 12 (bookworm).
+# Install everything the product (both sides), its model build and its tests need on Debian 12 (bookworm).
 # Run from anywhere as root (or with sudo available); safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,10 @@ fi
 PYTHON="${PYTHON:-python3}"
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
+# Both distributions, editable: the agent's (edge-agent, with the model build, the tests and the
+# demo, which bring the collector's packages too), then the collector's (the edge-collector command;
+# second, so that replacing an older edge-agent cannot take its command away).
 .venv/bin/python -m pip install --quiet -e '.[model,test,demo]'
+.venv/bin/python -m pip install --quiet -e ./collector
 # The float weights are the reference for tests and benchmarks; fetched once, checked by sha256.
 .venv/bin/edge-agent model fetch

@@ -6,6 +6,7 @@ Tests import these (``from support import REPO, run_cli``); fixtures live in ``t
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +22,10 @@ PUBLICTEST = SHARED / "data" / "fer2013_publictest.npz"
 TRAINING = SHARED / "data" / "fer2013_training.npz"
 MODEL = REPO / "models" / "emotion_mini_xception_int8.tflite"
 CASCADE = REPO / "models" / "haarcascade_frontalface_default.xml"
-
+# What a copy of the checkout to build from leaves out: pip builds in place, and would take a
+# stale build/ (modules long moved or deleted) into the wheel.
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+                                    ".hypothesis", "demo-output", "tests")
 
 
 def needs(path):
@@ -34,6 +38,12 @@ def run_cli(*args, env=None):
         [sys.executable, "-m", "edge_agent.agent.cli", *map(str, args)],
         capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})}, timeout=600,
     )
+
+
+def source_copy(destination):
+    """The checkout's sources copied to ``destination``, to build both distributions from."""
+    shutil.copytree(REPO, destination, ignore=NOT_SOURCE)
+    return destination
 
 
 def free_port():

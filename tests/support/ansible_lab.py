@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import REPO
+from support import REPO, source_copy
 
 ANSIBLE_DIR = REPO / "ansible"
 BIN = Path(sys.executable).parent
@@ -39,15 +40,23 @@ def _pip_wheel(*args, timeout=900):
         pytest.skip(f"cannot build wheels (no package index?): {result.stderr.strip()[-500:]}")
 
 
+def _both_distributions(*args):
+    """pip wheel of the agent's and the collector's distributions, built from a copy of the checkout."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = source_copy(Path(tmp) / "edge-agent")
+        _pip_wheel(*args, str(source), str(source / "collector"))
+
+
 def dependency_wheels():
-    """Wheels of the project's dependencies, built once per version of setup.py and cached."""
-    key = hashlib.sha256((REPO / "setup.py").read_bytes()).hexdigest()[:12]
+    """Wheels of both distributions' dependencies, built once per version of what declares them and cached."""
+    declared = [REPO / "setup.py", REPO / "collector" / "setup.py", *sorted((REPO / "requirements").glob("*.txt"))]
+    key = hashlib.sha256(b"".join(path.read_bytes() for path in declared)).hexdigest()[:12]
     wheels = WHEEL_CACHE / key
     if wheels.is_dir():
         return wheels
     partial = WHEEL_CACHE / f"{key}.partial-{uuid.uuid4().hex[:6]}"
-    _pip_wheel("--wheel-dir", str(partial), str(REPO))
-    for wheel in partial.glob("edge_agent-*.whl"):
+    _both_distributions("--wheel-dir", str(partial))
+    for wheel in [*partial.glob("edge_agent-*.whl"), *partial.glob("edge_collector-*.whl")]:
         wheel.unlink()
     try:
         partial.rename(wheels)
@@ -60,8 +69,8 @@ def dependency_wheels():
 
 
 def project_wheel(directory):
-    """This checkout as a wheel, built for each run so the hosts get the code under test."""
-    _pip_wheel("--no-deps", "--wheel-dir", str(directory), str(REPO))
+    """This checkout as the two wheels, built for each run so the hosts get the code under test."""
+    _both_distributions("--no-deps", "--wheel-dir", str(directory))
     return directory
 
 

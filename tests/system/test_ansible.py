@@ -170,6 +170,16 @@ def test_windows_reach_the_collector_and_the_dashboard(lab):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_each_host_has_only_its_sides_packages(lab):
+    """The server's venv has no OpenCV or LiteRT, a camera's none of the collector's store, pages or charts."""
+    probe = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m)))"
+    modules = ("cv2", "ai_edge_litert", "sqlalchemy", "psycopg", "jinja2", "matplotlib")
+    server = lab["boxes"]["server"].run("/opt/edge-collector/venv/bin/python", "-c", probe, *modules).stdout.split()
+    camera = lab["boxes"]["pi-a"].run("/opt/edge-agent/venv/bin/python", "-c", probe, *modules).stdout.split()
+    assert server == ["sqlalchemy", "psycopg", "jinja2", "matplotlib"]
+    assert camera == ["cv2", "ai_edge_litert"]
+
+
 def test_the_broker_keeps_only_password_hashes(lab):
     hashes = lab["boxes"]["server"].run("cat", "/etc/mosquitto/passwd").stdout
     users = dict(line.split(":", 1) for line in hashes.splitlines() if line and not line.startswith("#"))

@@ -1,0 +1,37 @@
+"""The edge-collector distribution: what the school server installs (`pip install ./collector`).
+
+Built from the same package tree as the agent (../edge_agent), it carries only the common layer,
+the collector and its benchmark, and installs only their dependencies: no OpenCV, no numpy, no
+LiteRT. Build it from a checkout (pip builds it in place, where ../edge_agent is found).
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def requirements(name):
+    """The requirement lines of requirements/<name>.txt, without comments."""
+    lines = (REPO / "requirements" / f"{name}.txt").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+VERSION = re.search(r'__version__ = "(.+)"', (REPO / "edge_agent" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="edge-collector",
+    version=VERSION,
+    description="Classroom emotion sensing: the school server's collector, store and dashboard",
+    python_requires=">=3.11",
+    # setuptools wants the package directory relative to this file.
+    package_dir={"edge_agent": "../edge_agent"},
+    packages=["edge_agent", "edge_agent.common", "edge_agent.collector"],
+    # `edge-collector bench` is the one tool a server may run; the rest of edge_agent/tools stays out.
+    py_modules=["edge_agent.tools.collector_bench", "edge_agent.tools.localnet"],
+    package_data={"edge_agent.collector": ["templates/*.html"]},
+    install_requires=requirements("common") + requirements("collector"),
+    entry_points={"console_scripts": ["edge-collector=edge_agent.collector.cli:main"]},
+)
