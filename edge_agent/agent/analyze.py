@@ -7,10 +7,10 @@ from pathlib import Path
 
 import cv2
 
-from .capture import CaptureError, Frame, OpenCVSource, sample_frames
-from .charts import total_counts
 from ..common.contract import EMOTIONS, format_utc, interest_ratio
 from ..common.errors import EdgeAgentError
+from .capture import CaptureError, Frame, OpenCVSource, sample_frames
+from .charts import total_counts
 from .tally import WindowTally
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -170,7 +170,7 @@ def _width(name):
 def format_window(payload, interested):
     start = format_utc(payload.start_epoch)[:19].replace("T", " ")
     head = [start, payload.frames, payload.faces, payload.faces_per_frame_median]
-    cells = [f"{value:>{_width(name)}}" for name, value in zip(_COLUMNS, head)]
+    cells = [f"{value:>{_width(name)}}" for name, value in zip(_COLUMNS, head, strict=False)]
     if payload.suppressed:
         return "  ".join(cells) + "  suppressed: fewer than the minimum group of faces per frame"
     counts = payload.counts.as_dict()

@@ -34,7 +34,7 @@ def total_counts(payloads):
 
 
 def window_time(payload):
-    return dt.datetime.fromtimestamp(payload.start_epoch, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(payload.start_epoch, dt.UTC)
 
 
 def draw_emotion_shares(ax, payloads):

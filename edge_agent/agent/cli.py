@@ -343,7 +343,8 @@ def build_parser():
     bench_pipeline.add_argument("--close-up-width", type=positive_int, default=256,
                                 help="detect_width for the video as a close-up camera (default: %(default)s)")
     bench_pipeline.add_argument("--every", type=positive_int, default=3, help="time every Nth video frame (default: 3)")
-    bench_pipeline.add_argument("--repeats", type=positive_int, default=3, help="passes; the median is kept (default: 3)")
+    bench_pipeline.add_argument("--repeats", type=positive_int, default=3,
+                                help="passes; the median is kept (default: 3)")
     bench_pipeline.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench_pipeline.set_defaults(handler=cmd_bench_pipeline)
     return parser

@@ -6,8 +6,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from ..common.config import (BROKER_PATH_KEYS, BrokerConfig, ExistingFile, LoggingConfig, Section, default_state_dir,
-                             load_yaml_config, parse_yaml_config, resolve_path_keys)
+from ..common.config import (
+    BROKER_PATH_KEYS,
+    BrokerConfig,
+    ExistingFile,
+    LoggingConfig,
+    Section,
+    default_state_dir,
+    load_yaml_config,
+    parse_yaml_config,
+    resolve_path_keys,
+)
 from ..common.contract import Name
 from .paths import DEFAULT_CASCADE, DEFAULT_MODEL
 from .sources import source_kind

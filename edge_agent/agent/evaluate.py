@@ -85,6 +85,6 @@ def format_report(result):
     lines.append("confusion (rows: true label, columns: predicted)")
     short = [name[:7] for name in result["labels"]]
     lines.append(" " * 10 + "".join(f"{name:>8}" for name in short))
-    for name, row in zip(result["labels"], result["confusion"]):
+    for name, row in zip(result["labels"], result["confusion"], strict=True):
         lines.append(f"  {name:<8}" + "".join(f"{count:>8}" for count in row))
     return "\n".join(lines)

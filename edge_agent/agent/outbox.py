@@ -23,8 +23,8 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..common.errors import EdgeAgentError
 from ..common.contract import format_utc
+from ..common.errors import EdgeAgentError
 
 log = logging.getLogger(__name__)
 

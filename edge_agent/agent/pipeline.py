@@ -51,5 +51,6 @@ class FramePipeline:
         faces = ()
         if len(boxes):
             emotions = self.classifier.classify(self.detector.crops(gray, boxes))
-            faces = tuple(Face(tuple(int(v) for v in box), e.label, e.p) for box, e in zip(boxes, emotions))
+            faces = tuple(Face(tuple(int(v) for v in box), e.label, e.p)
+                          for box, e in zip(boxes, emotions, strict=True))
         return FrameResult(frame.t, frame.index, faces, detected - started, time.perf_counter() - detected)

@@ -13,7 +13,7 @@ from ..common.charts import EMOTION_COLORS, INTERESTED_COLOR, draw_interest_pie,
 from ..common.contract import DEFAULT_INTERESTED, EMOTIONS, interest_ratio
 from .sessions import interest_series, smooth
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 GAP_COLOR = "#e8e8e8"
 GAP_LABEL = "suppressed / no data"
 STATE_COLORS = {"online": "#2ca02c", "stopped": "#999999", "offline": "#d62728"}
@@ -35,7 +35,7 @@ def interest_points(session, interested=DEFAULT_INTERESTED):
     """``(epoch, ratio or None)`` per slot; a None is added where no window arrived, so the line breaks there too."""
     points = []
     previous_end = None
-    for (start, ratio), minute in zip(interest_series(session, interested), session.minutes):
+    for (start, ratio), minute in zip(interest_series(session, interested), session.minutes, strict=True):
         if previous_end is not None and start > previous_end:
             points.append((previous_end, None))
         points.append((start, ratio))
@@ -120,7 +120,7 @@ def draw_interest(ax, session, interested=DEFAULT_INTERESTED, tz=UTC):
     ratios = [ratio for _, ratio in points]
     percent = [_nan(r) * 100 for r in ratios]
     # Averaging across a gap is fine, but drawing a value inside one would claim data that was never sent.
-    smoothed = [_nan(s) * 100 if r is not None else math.nan for s, r in zip(smooth(ratios), ratios)]
+    smoothed = [_nan(s) * 100 if r is not None else math.nan for s, r in zip(smooth(ratios), ratios, strict=True)]
     ax.plot(times, percent, color=INTERESTED_COLOR, linewidth=0.8, marker="o", markersize=3, alpha=0.6,
             label=f"per {slot_name(session)}")
     ax.plot(times, smoothed, color="#1b5e20", linewidth=2.2, label="smoothed (5-slot average)")
@@ -219,7 +219,7 @@ def fleet_chart(devices, path, now=None, title=None, tz=UTC):
         rows = range(len(devices))
         colors = [STATE_COLORS.get(d.state, UNKNOWN_COLOR) for d in devices]
         ax.barh(rows, [1] * len(devices), color=colors, edgecolor="white", height=0.8)
-        for row, d in zip(rows, devices):
+        for row, d in zip(rows, devices, strict=True):
             state = d.state or "unknown"
             camera = f", camera {d.camera}" if d.camera else ""
             ax.text(0.02, row, f"{state}{camera} · {seen_ago(d.last_seen, now)}", va="center", fontsize="small",

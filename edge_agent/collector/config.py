@@ -8,8 +8,16 @@ from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from ..common.config import (BROKER_PATH_KEYS, BrokerConfig, LoggingConfig, Section, default_state_dir,
-                             load_yaml_config, parse_yaml_config, resolve_path_keys)
+from ..common.config import (
+    BROKER_PATH_KEYS,
+    BrokerConfig,
+    LoggingConfig,
+    Section,
+    default_state_dir,
+    load_yaml_config,
+    parse_yaml_config,
+    resolve_path_keys,
+)
 from ..common.contract import DEFAULT_INTERESTED, EMOTIONS, Name
 
 STATE_NAME = "edge-collector"
@@ -22,7 +30,7 @@ def server_timezone():
         target = Path("/etc/localtime").resolve(strict=True)
         return zoneinfo.ZoneInfo(str(target).split("/zoneinfo/", 1)[1])
     except (OSError, IndexError, ValueError, zoneinfo.ZoneInfoNotFoundError):
-        return dt.timezone.utc
+        return dt.UTC
 
 
 def _client_id():

@@ -73,7 +73,7 @@ def fingerprint(session, interested, tz):
 
 
 def _utc(epoch):
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
 def duration_text(seconds):
@@ -90,7 +90,7 @@ def fleet_summary(devices):
 
 class Dashboard:
     def __init__(self, output_dir, *, gap_s=DEFAULT_GAP_S, interested=DEFAULT_INTERESTED, sessions_per_room=5,
-                 refresh_s=60, tz=dt.timezone.utc):
+                 refresh_s=60, tz=dt.UTC):
         self.output_dir = Path(output_dir)
         self.gap_s = gap_s
         self.interested = tuple(interested)

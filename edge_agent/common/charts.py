@@ -36,4 +36,4 @@ def draw_stacked_shares(ax, positions, counts, width, **bar_options):
         shares = [c[label] / sum(c.values()) if sum(c.values()) else 0.0 for c in counts]
         ax.bar(positions, shares, width=width, bottom=bottoms, color=EMOTION_COLORS[label], label=label,
                **bar_options)
-        bottoms = [b + share for b, share in zip(bottoms, shares)]
+        bottoms = [b + share for b, share in zip(bottoms, shares, strict=True)]

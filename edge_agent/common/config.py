@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from .contract import DEFAULT_PREFIX, Name
 from .errors import EdgeAgentError
 
+
 def _existing_file(path):
     if not path.is_file():
         raise ValueError(f"file {path} does not exist" if not path.exists() else f"{path} is not a file")

@@ -20,8 +20,8 @@ import numpy as np
 from ..agent.capture import Frame, OpenCVSource, sample_frames
 from ..agent.emotions import EmotionClassifier
 from ..agent.faces import FaceDetector
-from .keras_model import model_inputs
 from ..agent.pipeline import FramePipeline
+from .keras_model import model_inputs
 
 SEED_DETECTOR = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 30}
 
@@ -137,8 +137,8 @@ def compare(frames, seed, ours, repeats, true_faces=None):
         "seed_ms": seed_ms, "ours_ms": ours_ms, "speedup": seed_ms / ours_ms,
         "reference": "true faces" if true_faces is not None else "faces the seed found",
         "reference_faces": sum(len(r) for r in reference),
-        "seed_found": sum(matched(s, r) for s, r in zip(seed_boxes, reference)),
-        "ours_found": sum(matched(o, r) for o, r in zip(ours_boxes, reference)),
+        "seed_found": sum(matched(s, r) for s, r in zip(seed_boxes, reference, strict=True)),
+        "ours_found": sum(matched(o, r) for o, r in zip(ours_boxes, reference, strict=True)),
         "seed_detections": sum(len(b) for b in seed_boxes),
         "ours_detections": sum(len(b) for b in ours_boxes),
         "overhead_pct": 100.0 * (wall[0] - inner) / wall[0] if wall[0] else 0.0,

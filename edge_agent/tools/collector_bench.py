@@ -143,7 +143,7 @@ def run_devices(port, names, windows, rate, ready, go, published, results):
     """
     clients, outstanding, acked = [], [0] * len(names), [0]
     connected = set()
-    for index, (device, room) in enumerate(names):
+    for index, (device, _room) in enumerate(names):
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=device, protocol=paho.MQTTv5,
                              userdata=index)
         client.on_connect = lambda c, index, *args: connected.add(index)

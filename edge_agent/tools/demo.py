@@ -19,8 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .demo_broker import open_broker
 from ..common.errors import EdgeAgentError
+from .demo_broker import open_broker
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 CLIP = SAMPLES / "test.mp4"

@@ -15,7 +15,6 @@ from ..common.errors import EdgeAgentError
 from .localnet import free_port, wait_listening
 
 
-
 def mosquitto_path():
     """Debian installs mosquitto in /usr/sbin, which is not on a normal user's PATH."""
     found = shutil.which("mosquitto")

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from ..agent.emotions import EmotionClassifier
 from ..agent.paths import DEFAULT_MODEL

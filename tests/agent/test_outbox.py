@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from edge_agent.common.errors import EdgeAgentError
-from edge_agent.common.contract import format_utc, parse_payload, topic
 from edge_agent.agent.outbox import Outbox, OutboxError, Pending
 from edge_agent.agent.tally import WindowTally
+from edge_agent.common.contract import format_utc, parse_payload, topic
+from edge_agent.common.errors import EdgeAgentError
 from support import REPO
 
 SITE, ROOM, DEVICE, MODEL = "north", "101", "pi-101a", "mini-xception-int8:3f2a9c1e"
@@ -59,7 +59,7 @@ def test_append_pending_remove_keep_order_and_contents(path):
 
         waiting = outbox.pending()
         assert waiting == stored
-        for item, i in zip(waiting, range(3)):
+        for item, i in zip(waiting, range(3), strict=True):
             assert isinstance(item, Pending) and item.topic == TOPIC
             payload = parse_payload("emotions", item.payload, (SITE, ROOM, DEVICE))
             assert payload.seq == item.seq == i
@@ -350,8 +350,8 @@ def test_a_corrupt_file_in_a_read_only_directory_is_an_error_and_left_untouched(
 
 
 def test_last_window_end_is_remembered_across_restarts(tmp_path):
-    from edge_agent.common.contract import parse_utc
     from edge_agent.agent.tally import WindowTally
+    from edge_agent.common.contract import parse_utc
 
     path = tmp_path / "outbox.sqlite3"
     with Outbox(path) as outbox:

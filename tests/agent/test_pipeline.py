@@ -2,13 +2,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_agent.tools.bench_pipeline import matched
 from edge_agent.agent.capture import Frame
 from edge_agent.agent.config import parse_config
 from edge_agent.agent.emotions import EmotionClassifier
-from edge_agent.common.contract import EMOTIONS
 from edge_agent.agent.faces import FaceDetector
 from edge_agent.agent.pipeline import FramePipeline
+from edge_agent.common.contract import EMOTIONS
+from edge_agent.tools.bench_pipeline import matched
 from support import CASCADE, DATA, MODEL
 
 

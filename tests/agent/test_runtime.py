@@ -4,8 +4,8 @@ import textwrap
 
 import pytest
 
-from edge_agent.common.errors import EdgeAgentError
 from edge_agent.agent.runtime import interpreter_class
+from edge_agent.common.errors import EdgeAgentError
 from support import CASCADE, MODEL, REPO
 
 

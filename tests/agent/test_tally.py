@@ -1,5 +1,5 @@
-from edge_agent.common.contract import parse_payload, parse_utc
 from edge_agent.agent.tally import WindowTally
+from edge_agent.common.contract import parse_payload, parse_utc
 
 T0 = parse_utc("2026-11-23T10:15:00Z")
 

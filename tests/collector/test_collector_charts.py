@@ -3,13 +3,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from edge_agent.collector.charts import (pyplot, 
+from edge_agent.collector.charts import (
     draw_interest,
     emotion_shares_chart,
     fleet_chart,
     gap_spans,
     interest_chart,
     interest_points,
+    pyplot,
     seen_ago,
     session_figures,
     session_pie,

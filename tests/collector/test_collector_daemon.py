@@ -174,7 +174,7 @@ def test_two_collectors_in_a_shared_group_split_the_windows_between_them(tmp_pat
     urls = [f"sqlite:///{tmp_path / f'{name}.sqlite3'}" for name in ("a", "b")]
     with Mosquitto() as broker:
         collectors = []
-        for name, url in zip(("a", "b"), urls):
+        for name, url in zip(("a", "b"), urls, strict=True):
             config = write_config(tmp_path / f"{name}.yaml", broker.port, store_url=url,
                                   output_dir=tmp_path / f"www-{name}", client_id=f"collector-{name}")
             config.write_text(config.read_text().replace("mqtt:\n", "mqtt:\n  shared_group: school\n"))

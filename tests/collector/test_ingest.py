@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from edge_agent.collector.config import parse_collector_config
 from edge_agent.collector.ingest import Ingest
 from edge_agent.collector.store import Store
-from edge_agent.collector.config import parse_collector_config
 from edge_agent.common.contract import EmotionsPayload, format_utc
 from support import wait_until
 from support.broker import Mosquitto, publish, publisher

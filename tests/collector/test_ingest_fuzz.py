@@ -18,7 +18,8 @@ from paho.mqtt.client import MQTTMessage
 from edge_agent.collector.ingest import Ingest
 from edge_agent.collector.store import Store
 from edge_agent.common.config import BrokerConfig
-from edge_agent.common.contract import (EMOTIONS, 
+from edge_agent.common.contract import (
+    EMOTIONS,
     MAX_PAYLOAD_BYTES,
     EmotionsPayload,
     MessageError,
@@ -43,7 +44,8 @@ bad_names = st.sampled_from(["", "-pi", ".pi", "pi/1", "pi+", "pi#", "p" * 65, "
 huge = st.sampled_from([2**31, 2**53 + 1, 2**63, 2**64, 2**70, -(2**70), 10**9 + 1, -1])
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), huge, st.floats(allow_nan=True, allow_infinity=True),
                     st.text(max_size=20), st.sampled_from(["1", "60", "true", "", "\x00", "\ud800"]))
-hostile_values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=5), scalars, max_size=3))
+hostile_values = st.one_of(scalars, st.lists(scalars, max_size=3),
+                           st.dictionaries(st.text(max_size=5), scalars, max_size=3))
 bad_times = st.sampled_from([
     "2026-11-23T10:15:30Z",  # not on a minute boundary
     "2026-11-23T10:15:00", "2026-11-23 10:15:00Z", "2026-11-23T10:15:00+00:00", "2026-11-23T10:15:00.000Z",
@@ -57,7 +59,8 @@ texts = st.sampled_from(["a\x00b", "\x1b[31mred", "line\nbreak", "\x7f", "m" * 8
 @st.composite
 def windows(draw):
     """A valid window as a dict, and its (site, room, device)."""
-    counts = dict(zip(EMOTIONS, draw(st.lists(st.integers(0, 50), min_size=len(EMOTIONS), max_size=len(EMOTIONS)))))
+    counts = dict(zip(EMOTIONS, draw(st.lists(st.integers(0, 50), min_size=len(EMOTIONS), max_size=len(EMOTIONS))),
+                      strict=True))
     faces = sum(counts.values())
     suppressed = faces == 0 and draw(st.booleans())
     body = {"schema": 1, "device": draw(names), "site": draw(names), "room": draw(names),
@@ -119,7 +122,8 @@ def raw_bodies(draw, good):
         return good[:draw(st.integers(0, len(good) - 1))]
     if kind == "bad utf8":
         at = draw(st.integers(0, len(good)))
-        return good[:at] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80"])) + good[at:]
+        broken = draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80"]))
+        return good[:at] + broken + good[at:]
     if kind == "bom":
         return b"\xef\xbb\xbf" + good
     if kind == "nul":

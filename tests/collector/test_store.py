@@ -2,10 +2,9 @@ import sqlite3
 
 import pytest
 
-from edge_agent.collector.store import Device, Store, StoreError
-from edge_agent.common.contract import EMOTIONS
-from edge_agent.common.contract import MAX_COUNT, EmotionsPayload, StatusPayload, format_utc
 from edge_agent.agent.tally import WindowTally
+from edge_agent.collector.store import Device, Store, StoreError
+from edge_agent.common.contract import EMOTIONS, MAX_COUNT, EmotionsPayload, StatusPayload, format_utc
 from support import free_port
 
 T0 = 1_795_000_000 - 1_795_000_000 % 60  # a minute in 2026

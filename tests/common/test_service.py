@@ -1,5 +1,6 @@
 """systemd integration: sd_notify against a socket the test owns, logging, the units."""
 
+import itertools
 import logging
 import os
 import re
@@ -120,7 +121,7 @@ def test_watchdog_called_every_loop_iteration_keeps_the_pace(notify_socket, clea
         clock.now = 5000 + step / 1000
         notifier.watchdog()
         ping_times += [clock.now] * len(notify_socket.messages())
-    gaps = [b - a for a, b in zip(ping_times, ping_times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(ping_times)]
     assert len(ping_times) == 10
     assert all(0.1 - 1e-9 <= gap <= 0.1 + 0.001 + 1e-9 for gap in gaps), gaps
 

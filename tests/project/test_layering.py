@@ -72,8 +72,8 @@ def test_a_side_imports_neither_the_other_side_nor_its_packages(side, forbidden)
 
 @pytest.mark.parametrize("side", ["agent", "collector"])
 def test_developer_tools_are_imported_only_when_their_command_runs(side):
-    eager = [f"{path.relative_to(REPO)} imports {imported} at module level"
-             for path in modules(side) for imported, top in imports(path) if top and within(imported, "edge_agent.tools")]
+    eager = [f"{path.relative_to(REPO)} imports {imported} at module level" for path in modules(side)
+             for imported, top in imports(path) if top and within(imported, "edge_agent.tools")]
     assert not eager, "\n".join(eager)
 
 

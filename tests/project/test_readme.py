@@ -6,9 +6,9 @@ import re
 import pytest
 
 from edge_agent.agent.cli import build_parser as agent_parser
+from edge_agent.agent.config import AgentConfig
 from edge_agent.collector.cli import build_parser as collector_parser
 from edge_agent.collector.config import CollectorConfig
-from edge_agent.agent.config import AgentConfig
 from support import REPO
 
 README = (REPO / "README.md").read_text()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from support import REPO, source_copy
 
 ANSIBLE_DIR = REPO / "ansible"
@@ -97,7 +98,7 @@ def playbook(inventory, *args, timeout=900):
 
 def recap(output):
     """``{host: {"ok": n, "changed": n, "unreachable": n, "failed": n}}`` from PLAY RECAP."""
-    return {host: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, numbers)))
+    return {host: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, numbers), strict=True))
             for host, *numbers in RECAP.findall(output)}
 
 

@@ -1,7 +1,6 @@
 """Contract windows for collector tests: a lesson is a run of minutes from a room's cameras."""
 
-from edge_agent.common.contract import EMOTIONS
-from edge_agent.common.contract import EmotionsPayload, format_utc, parse_utc
+from edge_agent.common.contract import EMOTIONS, EmotionsPayload, format_utc, parse_utc
 
 T0 = parse_utc("2026-11-23T10:00:00Z")
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from edge_agent.tools.dataset import load_faces
 from edge_agent.common.errors import EdgeAgentError
+from edge_agent.tools.dataset import load_faces
 
 
 def write(path, **arrays):

@@ -43,8 +43,8 @@ def demo(request, tmp_path_factory):
     env.update(HOME=str(home), PYTHONDONTWRITEBYTECODE="1")
     started = time.time()
     result = subprocess.run([sys.executable, "-m", "edge_agent.agent.cli", "demo", "--out", "out", "--duration", "20",
-                             "--window-s", "2", "--broker", request.param], cwd=work, env=env, capture_output=True, text=True, timeout=300,
-                            stdin=subprocess.DEVNULL)
+                             "--window-s", "2", "--broker", request.param], cwd=work, env=env, capture_output=True,
+                            text=True, timeout=300, stdin=subprocess.DEVNULL)
     return work, result, started, BROKERS[request.param]
 
 
