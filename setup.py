@@ -6,7 +6,7 @@ server installs the edge-collector distribution instead (collector/setup.py), wh
 OpenCV and no LiteRT. Both read their dependencies from requirements/.
 """
 
-import re
+import runpy
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -20,19 +20,12 @@ MODEL_FILES = [
     "models/LICENSE.fer-weights",
     "models/MODEL_CARD.md",
 ]
-
-
-def requirements(name):
-    """The requirement lines of requirements/<name>.txt, without comments."""
-    lines = (HERE / "requirements" / f"{name}.txt").read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-VERSION = re.search(r'__version__ = "(.+)"', (HERE / "edge_agent" / "__init__.py").read_text()).group(1)
+LISTS = runpy.run_path(str(HERE / "requirements" / "lists.py"))
+requirements = LISTS["requirements"]
 
 setup(
     name="edge-agent",
-    version=VERSION,
+    version=LISTS["VERSION"],
     description="Classroom emotion sensing at the edge: anonymised per-minute emotion counts over MQTT",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
@@ -42,7 +35,7 @@ setup(
     package_data={"edge_agent": ["samples/*"], "edge_agent.collector": ["templates/*.html"]},
     # Installed copies find the model here; a source checkout uses its own models/.
     data_files=[("share/edge-agent/models", MODEL_FILES)],
-    install_requires=requirements("common") + requirements("agent"),
+    install_requires=requirements("common", "agent"),
     extras_require={
         # Only for building and training the model and for the Keras baseline; never needed on a Pi.
         "model": ["tensorflow-cpu==2.21.*", "tf_keras==2.21.*"],

@@ -5,25 +5,17 @@ the collector and its benchmark, and installs only their dependencies: no OpenCV
 LiteRT. Build it from a checkout (pip builds it in place, where ../edge_agent is found).
 """
 
-import re
+import runpy
 from pathlib import Path
 
 from setuptools import setup
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def requirements(name):
-    """The requirement lines of requirements/<name>.txt, without comments."""
-    lines = (REPO / "requirements" / f"{name}.txt").read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-VERSION = re.search(r'__version__ = "(.+)"', (REPO / "edge_agent" / "__init__.py").read_text()).group(1)
+LISTS = runpy.run_path(str(REPO / "requirements" / "lists.py"))
 
 setup(
     name="edge-collector",
-    version=VERSION,
+    version=LISTS["VERSION"],
     description="Classroom emotion sensing: the school server's collector, store and dashboard",
     python_requires=">=3.11",
     # setuptools wants the package directory relative to this file.
@@ -32,6 +24,6 @@ setup(
     # `edge-collector bench` is the one tool a server may run; the rest of edge_agent/tools stays out.
     py_modules=["edge_agent.tools.collector_bench", "edge_agent.tools.localnet"],
     package_data={"edge_agent.collector": ["templates/*.html"]},
-    install_requires=requirements("common") + requirements("collector"),
+    install_requires=LISTS["requirements"]("common", "collector"),
     entry_points={"console_scripts": ["edge-collector=edge_agent.collector.cli:main"]},
 )

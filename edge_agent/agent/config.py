@@ -9,13 +9,11 @@ from pydantic import Field, field_validator
 from ..common.config import (
     BROKER_PATH_KEYS,
     BrokerConfig,
+    ConfigFile,
     ExistingFile,
     LoggingConfig,
     Section,
     default_state_dir,
-    load_yaml_config,
-    parse_yaml_config,
-    resolve_path_keys,
 )
 from ..common.contract import Name
 from .paths import DEFAULT_CASCADE, DEFAULT_MODEL
@@ -94,7 +92,9 @@ class OutboxConfig(Section):
         return self.path or default_state_dir("edge-agent") / "outbox.sqlite3"
 
 
-class AgentConfig(Section):
+class AgentConfig(ConfigFile):
+    PATH_KEYS = (("detector", "cascade"), ("classifier", "model"), ("outbox", "path"), *BROKER_PATH_KEYS)
+
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     camera: CameraConfig = Field(default_factory=CameraConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
@@ -106,19 +106,13 @@ class AgentConfig(Section):
 
     @classmethod
     def resolve_paths(cls, data, base):
-        resolve_path_keys(data, base, (("detector", "cascade"), ("classifier", "model"), ("outbox", "path"),
-                                       *BROKER_PATH_KEYS))
+        super().resolve_paths(data, base)
         camera = data.get("camera")
         if isinstance(camera, dict) and isinstance(camera.get("source"), str):
             if source_kind(camera["source"]) == "file":
                 camera["source"] = str(base / Path(camera["source"]).expanduser())
 
 
-def parse_config(text: str, source: str = "config", base=None) -> AgentConfig:
-    """Validate YAML text as the agent's config; paths are resolved against ``base``."""
-    return parse_yaml_config(text, AgentConfig, source, base)
 
-
-def load_config(path=None) -> AgentConfig:
-    """The agent's configuration in ``path``, or every default when ``path`` is None."""
-    return load_yaml_config(path, AgentConfig)
+# The agent's config from YAML text, or from a file (every default when the path is None).
+parse_config, load_config = AgentConfig.parse, AgentConfig.load

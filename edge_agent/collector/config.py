@@ -8,16 +8,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from ..common.config import (
-    BROKER_PATH_KEYS,
-    BrokerConfig,
-    LoggingConfig,
-    Section,
-    default_state_dir,
-    load_yaml_config,
-    parse_yaml_config,
-    resolve_path_keys,
-)
+from ..common.config import BROKER_PATH_KEYS, BrokerConfig, ConfigFile, LoggingConfig, Section, default_state_dir
 from ..common.contract import DEFAULT_INTERESTED, EMOTIONS, Name
 
 STATE_NAME = "edge-collector"
@@ -108,7 +99,9 @@ class DashboardConfig(Section):
         return zoneinfo.ZoneInfo(self.timezone) if self.timezone else server_timezone()
 
 
-class CollectorConfig(Section):
+class CollectorConfig(ConfigFile):
+    PATH_KEYS = (("dashboard", "output_dir"), *BROKER_PATH_KEYS)
+
     mqtt: CollectorMQTTConfig = Field(default_factory=CollectorMQTTConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
@@ -117,7 +110,7 @@ class CollectorConfig(Section):
 
     @classmethod
     def resolve_paths(cls, data, base):
-        resolve_path_keys(data, base, (("dashboard", "output_dir"), *BROKER_PATH_KEYS))
+        super().resolve_paths(data, base)
         store = data.get("store")
         url = store.get("url") if isinstance(store, dict) else None
         # sqlite:///name.db is relative, sqlite:////abs.db absolute; relative means next to this file.
@@ -126,11 +119,6 @@ class CollectorConfig(Section):
             store["url"] = SQLITE_PREFIX + str(base / url[len(SQLITE_PREFIX):])
 
 
-def parse_collector_config(text: str, source: str = "config", base=None) -> CollectorConfig:
-    """Validate YAML text as the collector's config; paths are resolved against ``base``."""
-    return parse_yaml_config(text, CollectorConfig, source, base)
 
-
-def load_collector_config(path=None) -> CollectorConfig:
-    """The collector's configuration in ``path``, or every default when ``path`` is None."""
-    return load_yaml_config(path, CollectorConfig)
+# The collector's config from YAML text, or from a file (every default when the path is None).
+parse_collector_config, load_collector_config = CollectorConfig.parse, CollectorConfig.load

@@ -8,7 +8,7 @@ never a default used in silence. Relative paths are relative to the config file.
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal, Self
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -148,36 +148,51 @@ def _describe(exc, lines, source):
     return "\n".join(messages)
 
 
-def parse_yaml_config(text: str, model: type[BaseModel], source: str = "config", base=None) -> BaseModel:
-    """Validate YAML text as ``model``; paths are resolved against ``base`` (the config file's directory)."""
-    try:
-        lines = _key_lines(yaml.compose(text) if text.strip() else None, source=source)
-        data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source} line {mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections, not {type(data).__name__}")
-    if base is not None:
-        model.resolve_paths(data, Path(base))
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, lines, source)) from None
+class ConfigFile(Section):
+    """A whole config file: its sections, read from YAML and validated at once.
 
+    ``PATH_KEYS`` are the keys that hold file paths; a relative one is taken relative to the
+    config file's directory. A subclass extends ``resolve_paths`` for values that are paths only
+    sometimes (a camera source, an SQLite URL).
+    """
 
-def load_yaml_config(path, model: type[BaseModel]) -> BaseModel:
-    """The configuration in ``path`` as ``model``, or every default when ``path`` is None."""
-    if path is None:
-        return model()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
-    return parse_yaml_config(text, model, source=str(path), base=path.resolve().parent)
+    PATH_KEYS: ClassVar[tuple[tuple[str, ...], ...]] = ()
+
+    @classmethod
+    def resolve_paths(cls, data: dict, base: Path) -> None:
+        resolve_path_keys(data, base, cls.PATH_KEYS)
+
+    @classmethod
+    def parse(cls, text: str, source: str = "config", base=None) -> Self:
+        """Validate YAML text; paths are resolved against ``base`` (the config file's directory)."""
+        try:
+            lines = _key_lines(yaml.compose(text) if text.strip() else None, source=source)
+            data = yaml.safe_load(text) if text.strip() else {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{source} line {mark.line + 1}" if mark else source
+            raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections, not {type(data).__name__}")
+        if base is not None:
+            cls.resolve_paths(data, Path(base))
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, lines, source)) from None
+
+    @classmethod
+    def load(cls, path=None) -> Self:
+        """The configuration in the file at ``path``, or every default when ``path`` is None."""
+        if path is None:
+            return cls()
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+        return cls.parse(text, source=str(path), base=path.resolve().parent)
