@@ -5,6 +5,7 @@ school server (edge-collector). The installed sizes are printed (`pytest -s` sho
 """
 
 import json
+import os
 import subprocess
 import sys
 import venv
@@ -18,6 +19,8 @@ pytestmark = pytest.mark.install
 # Distribution names as pip lists them, lower case.
 SERVER_ONLY = {"sqlalchemy", "psycopg", "psycopg-binary", "jinja2", "matplotlib"}
 PI_ONLY = {"opencv-python-headless", "opencv-python", "ai-edge-litert", "tflite-runtime"}
+# The installed commands must find what the venv holds, not a checkout on PYTHONPATH.
+INSTALLED_ONLY = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,8 @@ def test_a_pi_installs_the_agent_and_nothing_of_the_collector(source, tmp_path):
     assert not names & SERVER_ONLY
     assert {"opencv-python-headless", "ai-edge-litert", "numpy"} <= names
     for command in (["run", "--help"], ["check", "--help"]):
-        result = subprocess.run([python.parent / "edge-agent", *command], capture_output=True, text=True, timeout=60)
+        result = subprocess.run([python.parent / "edge-agent", *command], capture_output=True, text=True, timeout=60,
+                                env=INSTALLED_ONLY)
         assert result.returncode == 0 and result.stdout.startswith("usage: edge-agent"), result.stderr
     assert not (python.parent / "edge-collector").exists()
 
@@ -61,9 +65,9 @@ def test_a_server_installs_the_collector_and_nothing_of_the_agent(source, tmp_pa
     assert SERVER_ONLY - {"psycopg-binary"} <= names
     for command in (["--help"], ["run", "--help"], ["check", "--help"], ["report", "--help"]):
         result = subprocess.run([python.parent / "edge-collector", *command], capture_output=True, text=True,
-                                timeout=60)
+                                timeout=60, env=INSTALLED_ONLY)
         assert result.returncode == 0 and result.stdout.startswith("usage: edge-collector"), result.stderr
     # Nothing of the agent's side came along.
-    probe = subprocess.run([python, "-c", "import edge_agent.agent"], capture_output=True, text=True, timeout=60,
-                           cwd=tmp_path)
+    probe = subprocess.run([python, "-I", "-c", "import edge_agent.agent"], capture_output=True, text=True,
+                           timeout=60, cwd=tmp_path)
     assert probe.returncode == 1 and "No module named 'edge_agent.agent'" in probe.stderr
