@@ -16,7 +16,8 @@ def _config(path):
 
 
 def _model(config):
-    classifier = EmotionClassifier(config.classifier.model, num_threads=config.classifier.threads)
+    classifier = EmotionClassifier(config.classifier.model, num_threads=config.classifier.threads,
+                                   flip_average=config.classifier.flip_average)
     FaceDetector.from_config(config.detector)
     return f"{classifier.tag} on {classifier.runtime}; cascade {config.detector.cascade.name}"
 

@@ -70,10 +70,13 @@ class EmotionClassifier:
 
     Works with the int8 model the project ships and with float models of the same
     shape (used for comparison), quantizing with the model's own scale and zero point.
+    With ``flip_average`` each face is labelled by the mean of its own and its mirror image's
+    probabilities, both in the same interpreter call (so up to 32 faces per call).
     """
 
-    def __init__(self, path, num_threads=1):
+    def __init__(self, path: Path | str, num_threads: int = 1, flip_average: bool = False):
         self.path = Path(path)
+        self.flip_average = flip_average
         self._content = read_model_file(self.path)
         self.sha256 = hashlib.sha256(self._content).hexdigest()
         self.num_threads = num_threads
@@ -168,9 +171,14 @@ class EmotionClassifier:
         if len(crops) == 0:
             raise EdgeAgentError("no face crops to classify: the batch is empty")
         batch = self.preprocess(crops)
-        return np.concatenate(
-            [self._invoke(batch[start:start + MAX_BATCH]) for start in range(0, len(batch), MAX_BATCH)]
-        )
+        step = MAX_BATCH // 2 if self.flip_average else MAX_BATCH
+        return np.concatenate([self._label_chunk(batch[start:start + step]) for start in range(0, len(batch), step)])
+
+    def _label_chunk(self, faces):
+        if not self.flip_average:
+            return self._invoke(faces)
+        both = self._invoke(np.concatenate([faces, faces[:, :, ::-1]]))
+        return (both[:len(faces)] + both[len(faces):]) / 2
 
     def _invoke(self, batch):
         count = len(batch)

@@ -39,7 +39,8 @@ class FramePipeline:
     @classmethod
     def from_config(cls, config):
         return cls(FaceDetector.from_config(config.detector),
-                   EmotionClassifier(config.classifier.model, num_threads=config.classifier.threads))
+                   EmotionClassifier(config.classifier.model, num_threads=config.classifier.threads,
+                                     flip_average=config.classifier.flip_average))
 
     def process(self, frame):
         """Faces of a :class:`~edge_agent.agent.capture.Frame` (BGR or gray image, time, index)."""

@@ -64,8 +64,10 @@ def classifier_call(classifier, faces, batch):
     return call
 
 
-def bench_model(model_path, faces, keras_model=None, threads=1):
-    """Return rows ``{"name", "ms_per_face", "note"}``; the first row is the baseline when TF is present."""
+def bench_model(model_paths, faces, keras_model=None, threads=1):
+    """Rows ``{"name", "ms_per_face", "note"}`` for each int8 model in ``model_paths``.
+
+    The first row is the seed's Keras baseline when TensorFlow is present."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if keras_model is not None:
@@ -79,10 +81,15 @@ def bench_model(model_path, faces, keras_model=None, threads=1):
                          "ms_per_face": ms_per_face(classifier_call(float_model, faces, 1), 1), "note": ""})
             rows.append({"name": "LiteRT float, 32 faces per call",
                          "ms_per_face": ms_per_face(classifier_call(float_model, faces, 32), 32), "note": ""})
-        int8_model = EmotionClassifier(model_path, num_threads=threads)
-        for batch in (1, 8, 32):
-            rows.append({"name": f"int8 (ours), {batch} face{'s' if batch > 1 else ''} per call",
-                         "ms_per_face": ms_per_face(classifier_call(int8_model, faces, batch), batch), "note": ""})
+        for model_path in model_paths:
+            name = Path(model_path).stem.removeprefix("emotion_")
+            for flip in (False, True):
+                model = EmotionClassifier(model_path, num_threads=threads, flip_average=flip)
+                for batch in ((32,) if flip else (1, 8, 32)):
+                    way = f"{batch} face{'s' if batch > 1 else ''} per call" + (", flip-averaged" if flip else "")
+                    rows.append({"name": f"{name}, {way}",
+                                 "ms_per_face": ms_per_face(classifier_call(model, faces, batch), batch),
+                                 "note": f"{Path(model_path).stat().st_size / 1000:.0f} kB" if batch == 1 else ""})
     if keras_model is None:
         rows.insert(0, {"name": "seed: Keras float, predict() per face", "ms_per_face": None,
                         "note": "skipped: TensorFlow not installed (pip install -e '.[model]')"})
@@ -95,9 +102,9 @@ def bench_model(model_path, faces, keras_model=None, threads=1):
 
 def format_rows(rows, runtime, threads):
     lines = [f"emotion model, ms per face ({threads} thread(s), runtime {runtime})",
-             f"  {'way':<40}{'ms/face':>10}{'vs seed':>10}"]
+             f"  {'way':<58}{'ms/face':>10}{'vs seed':>10}"]
     for row in rows:
         ms = "-" if row["ms_per_face"] is None else f"{row['ms_per_face']:.3f}"
         speedup = f"{row['speedup']:.0f}x" if "speedup" in row else ""
-        lines.append(f"  {row['name']:<40}{ms:>10}{speedup:>10}  {row['note']}".rstrip())
+        lines.append(f"  {row['name']:<58}{ms:>10}{speedup:>10}  {row['note']}".rstrip())
     return "\n".join(lines)

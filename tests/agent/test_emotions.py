@@ -139,3 +139,43 @@ def test_model_with_a_color_input_is_refused(tmp_path):
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tf_keras.Model(inputs, outputs)).convert())
     with pytest.raises(EdgeAgentError, match=r"rgb\.tflite takes input of shape \[1, 64, 64, 3\].*one gray channel"):
         EmotionClassifier(path)
+
+
+def test_flip_average_is_the_mean_of_the_face_and_its_mirror_in_one_call():
+    rng = np.random.default_rng(5)
+    crops = list(rng.integers(0, 256, (40, 48, 48), dtype=np.uint8))
+    plain = EmotionClassifier(MODEL)
+    flipped = EmotionClassifier(MODEL, flip_average=True)
+    expected = (plain.probabilities(crops) + plain.probabilities([crop[:, ::-1] for crop in crops])) / 2
+    np.testing.assert_allclose(flipped.probabilities(crops), expected, atol=1e-6)
+    # 40 faces and their 40 mirrors: two calls of at most 64 rows, not one per face or per mirror.
+    calls = []
+    original = flipped._invoke
+    flipped._invoke = lambda batch: calls.append(len(batch)) or original(batch)
+    flipped.probabilities(crops)
+    assert calls == [64, 16]
+
+
+@pytest.fixture(scope="module")
+def model_48(tmp_path_factory):
+    """A small int8 model with FER's own 48x48 input, built the way ``model build`` builds one."""
+    pytest.importorskip("tensorflow", reason="the [model] extra (TensorFlow) is not installed")
+    from edge_agent.tools.keras_model import import_tensorflow
+    from edge_agent.tools.model_build import convert_int8
+    from edge_agent.tools.train import Recipe, build_network
+
+    _, tf_keras = import_tensorflow()
+    network = build_network(Recipe(width=0.25), tf_keras)
+    faces = np.random.default_rng(6).uniform(-1, 1, (20, 48, 48, 1)).astype(np.float32)
+    path = tmp_path_factory.mktemp("m48") / "emotion_small_int8.tflite"
+    path.write_bytes(convert_int8(network, faces))
+    return path
+
+
+def test_the_classifier_loads_48_and_64_pixel_models_and_resizes_crops_to_each(model_48):
+    small = EmotionClassifier(model_48)
+    assert (small.input_height, small.input_width) == (48, 48) and small.quantized
+    crops = [np.full((90, 70), 128, np.uint8), np.zeros((48, 48), np.uint8)]
+    assert small.preprocess(crops).shape == (2, 48, 48, 1)
+    assert small.probabilities(crops).shape == (2, len(EMOTIONS))
+    assert EmotionClassifier(MODEL).preprocess(crops).shape == (2, 64, 64, 1)
