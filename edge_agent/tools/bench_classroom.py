@@ -1,0 +1,55 @@
+"""Emotion models compared on the product's real input: faces the detector finds in classroom frames.
+
+Every model (with and without flip averaging) labels the crops of the same detections in the same
+frames, so the rows differ only by the model. PublicTest faces are pasted into 1280x720 frames
+with a classroom's perspective (see :mod:`edge_agent.tools.classroom`), never the faces a model
+trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..agent.config import DetectorConfig
+from ..agent.emotions import EmotionClassifier
+from ..agent.faces import FaceDetector
+from ..common.contract import EMOTIONS
+from .classroom import build_scenes, score
+
+
+def bench_classroom(models: list[Path], images: np.ndarray, labels: np.ndarray, frames: int = 30,
+                    seed: int = 0, margins: tuple[float, ...] = (0.0,), flip: bool = True) -> list[dict]:
+    """One row per (model, margin, flip): faces found, then accuracy and recall on the faces found."""
+    scenes = build_scenes(images, labels, frames, seed=seed)
+    detector = FaceDetector.from_config(DetectorConfig())
+    detections = [detector.detect(scene.image) for scene in scenes]
+    rows = []
+    for path in models:
+        for flip_average in ((False, True) if flip else (False,)):
+            classifier = EmotionClassifier(path, flip_average=flip_average)
+            for margin in margins:
+                detector.crop_offsets = (margin, margin)
+                labelled = [(boxes, [e.label for e in classifier.classify(detector.crops(scene.image, boxes))]
+                             if len(boxes) else []) for scene, boxes in zip(scenes, detections, strict=True)]
+                result = score(scenes, labelled)
+                result.update(model=Path(path).name, flip_average=flip_average, margin=margin)
+                rows.append(result)
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    first = rows[0]
+    lines = [f"classroom-like frames: {first['frames']} frames of 1280x720, {first['faces']} PublicTest faces "
+             f"of 24-120 px; the default detector found {100 * first['found']:.1f}% of them "
+             f"({first['labelled']} labelled by each row)",
+             "found by size: " + ", ".join(f"{size} {100 * share:.0f}% of {n}" for size, (share, n)
+                                           in first["found_by_size"].items() if n),
+             f"  {'model':<42}{'flip':>5}{'margin':>7}{'acc':>7}{'macro':>7}"
+             + "".join(f"{e[:5]:>7}" for e in EMOTIONS)]
+    for row in rows:
+        recall = "".join(f"{100 * row['recall'][e]:7.1f}" if e in row["recall"] else f"{'-':>7}" for e in EMOTIONS)
+        lines.append(f"  {row['model']:<42}{'yes' if row['flip_average'] else 'no':>5}{row['margin']:>7.2f}"
+                     f"{100 * row['accuracy']:7.1f}{100 * row['macro_recall']:7.1f}{recall}")
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""Classroom-like test frames built from labelled faces, and how a detect-and-label path does on them.
+
+A fixed classroom camera sees 20-40 faces, small at the top of the frame (back rows) and large at
+the bottom (front rows). This module pastes labelled gray faces into such frames with that
+perspective, then scores what a detect-and-label path found in them: faces found
+by size, and labels right on the faces found.
+
+Invariants:
+- A scene is a pure function of (faces, labels, seed, frame size): the same call builds the same
+  frames, so two models or two detectors are compared on identical pixels in one run.
+- Frames exist only in memory; nothing here writes them (the faces are research data).
+- A truth face counts as found by at most one detection, a detection by at most one face.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from ..common.contract import EMOTIONS
+
+# Face widths a 1280x720 classroom camera sees, back row to front row.
+SIZE_BUCKETS = ((24, 32), (32, 48), (48, 64), (64, 96), (96, 121))
+
+
+@dataclass(frozen=True)
+class PlacedFace:
+    box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
+    label: int
+
+
+@dataclass
+class Scene:
+    image: np.ndarray  # gray uint8 [H, W]
+    faces: list[PlacedFace] = field(default_factory=list)
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Walls, desks and light falloff: low-frequency shading with a little texture."""
+    coarse = rng.uniform(50, 200, (6, 10)).astype(np.float32)
+    shade = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    texture = rng.normal(0, 6, (height, width)).astype(np.float32)
+    return np.clip(shade + texture, 0, 255)
+
+
+def seat_positions(rng: np.random.Generator, width: int, height: int, min_px: int, max_px: int):
+    """Every seat of a perspective classroom: (x, y, side), sides growing from top to bottom."""
+    seats = []
+    y = int(0.03 * height)
+    while True:
+        side = round(min_px + (max_px - min_px) * min(1.0, y / max(1, height - max_px)))
+        if y + side > height:
+            return seats
+        x = int(rng.uniform(0, side))
+        while x + side <= width:
+            jitter = int(rng.uniform(-0.1, 0.1) * side)
+            seats.append((x, min(max(0, y + jitter), height - side), side))
+            x += side + int(side * rng.uniform(0.5, 1.2))
+        y += int(side * rng.uniform(1.3, 1.7))
+
+
+def build_scenes(images: np.ndarray, labels: np.ndarray, count: int, width: int = 1280, height: int = 720,
+                 faces_per_frame: tuple[int, int] = (20, 40), face_px: tuple[int, int] = (24, 120),
+                 seed: int = 0) -> list[Scene]:
+    """``count`` frames of 20-40 faces each, drawn without repeats from ``images`` while they last."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))
+    used = 0
+    scenes = []
+    for _ in range(count):
+        canvas = _background(rng, width, height)
+        seats = seat_positions(rng, width, height, *face_px)
+        wanted = int(rng.integers(faces_per_frame[0], faces_per_frame[1] + 1))
+        picked = sorted(rng.choice(len(seats), min(wanted, len(seats)), replace=False))
+        scene = Scene(image=canvas)
+        for seat in picked:
+            x, y, side = seats[seat]
+            index = order[used % len(order)]
+            used += 1
+            face = images[index]
+            shrink = side < face.shape[0]
+            pasted = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+            # A soft edge, so the square's border is not the strongest feature in view.
+            ramp = np.minimum(np.arange(side), np.arange(side)[::-1]) / max(1.0, side * 0.08)
+            alpha = np.clip(np.minimum.outer(ramp, ramp), 0, 1).astype(np.float32)
+            region = canvas[y:y + side, x:x + side]
+            canvas[y:y + side, x:x + side] = alpha * pasted + (1 - alpha) * region
+            scene.faces.append(PlacedFace((x, y, side, side), int(labels[index])))
+        # What a camera adds: a little optical blur and its JPEG.
+        blurred = cv2.GaussianBlur(np.clip(canvas, 0, 255).astype(np.uint8), (0, 0), 0.7)
+        ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        scene.image = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+        scenes.append(scene)
+    return scenes
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = w * h
+    return inter / (aw * ah + bw * bh - inter) if inter else 0.0
+
+
+def match(truth: Sequence[PlacedFace], boxes: Sequence[Sequence[float]], min_iou: float = 0.3):
+    """Greedy one-to-one pairs (truth index, detection index), best overlap first."""
+    pairs = sorted(((_iou(face.box, box), i, j) for i, face in enumerate(truth) for j, box in enumerate(boxes)),
+                   reverse=True)
+    taken_truth, taken_box, matched = set(), set(), []
+    for overlap, i, j in pairs:
+        if overlap < min_iou:
+            break
+        if i not in taken_truth and j not in taken_box:
+            taken_truth.add(i)
+            taken_box.add(j)
+            matched.append((i, j))
+    return matched
+
+
+def score(scenes: Sequence[Scene], results: Sequence[tuple[Sequence, Sequence[str]]]) -> dict:
+    """Score ``results``, one ``(boxes, labels)`` per scene, against the faces put in the scenes.
+
+    Returns faces found by size bucket, false detections, and on the faces found: label accuracy,
+    macro recall and recall per emotion.
+    """
+    found = {bucket: [0, 0] for bucket in SIZE_BUCKETS}
+    confusion = np.zeros((len(EMOTIONS), len(EMOTIONS)), dtype=np.int64)
+    extra = 0
+    for scene, (boxes, labels) in zip(scenes, results, strict=True):
+        pairs = match(scene.faces, boxes)
+        hit = {i for i, _ in pairs}
+        extra += len(boxes) - len(pairs)
+        for i, face in enumerate(scene.faces):
+            bucket = next(b for b in SIZE_BUCKETS if b[0] <= face.box[2] < b[1])
+            found[bucket][0] += i in hit
+            found[bucket][1] += 1
+        for i, j in pairs:
+            confusion[scene.faces[i].label, EMOTIONS.index(labels[j])] += 1
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    present = confusion.sum(axis=1) > 0
+    total = sum(n for _, n in found.values())
+    return {
+        "frames": len(scenes),
+        "faces": total,
+        "found": sum(k for k, _ in found.values()) / max(1, total),
+        "found_by_size": {f"{lo}-{hi - 1}px": (k / n if n else None, n) for (lo, hi), (k, n) in found.items()},
+        "false_detections": int(extra),
+        "labelled": int(confusion.sum()),
+        "accuracy": float(confusion.diagonal().sum() / max(1, confusion.sum())),
+        "macro_recall": float(per_class[present].mean()) if present.any() else 0.0,
+        "recall": {EMOTIONS[k]: float(per_class[k]) for k in range(len(EMOTIONS)) if present[k]},
+        "confusion": confusion.tolist(),
+    }
