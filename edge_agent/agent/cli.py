@@ -32,9 +32,12 @@ def cmd_model_build(args):
 def cmd_model_train(args):
     from ..tools.train import Recipe, train
 
-    recipe = Recipe(epochs=args.epochs, width=args.width, batch_size=args.batch_size, seed=args.seed,
-                    ferplus_weight=args.ferplus_weight if args.votes else 0.0, limit=args.limit or 0)
-    record = train(args.data, args.validation, args.votes, args.state, args.out, recipe,
+    chosen = {name: value for name, value in (("architecture", args.architecture), ("epochs", args.epochs))
+              if value is not None}
+    recipe = Recipe(width=args.width, batch_size=args.batch_size, seed=args.seed,
+                    ferplus_weight=args.ferplus_weight if args.votes else 0.0, limit=args.limit or 0, **chosen)
+    out = args.out or Path(f"models/emotion_{recipe.architecture.replace('-', '_')}.h5")
+    record = train(args.data, args.validation, args.votes, args.state, out, recipe,
                    time_budget_s=args.time_budget, threads=args.threads,
                    progress=lambda line: print(line, file=sys.stderr, flush=True))
     if not record["finished"]:
@@ -42,9 +45,9 @@ def cmd_model_train(args):
               "run the same command to go on")
         return 0
     last = record["history"][-1]
-    print(f"wrote {args.out} after {recipe.epochs} epochs in {record['wall_time_s']:.0f} s: "
+    print(f"wrote {out} after {recipe.epochs} epochs in {record['wall_time_s']:.0f} s: "
           f"PublicTest {100 * last['publictest_accuracy']:.2f}% (flip {100 * last['publictest_flip_accuracy']:.2f}%)")
-    print(f"next: edge-agent model build --weights {args.out} --out {Path(args.out).with_suffix('')}_int8.tflite")
+    print(f"next: edge-agent model build --weights {out} --out {out.with_suffix('')}_int8.tflite")
     return 0
 
 
@@ -296,9 +299,11 @@ def build_parser():
                        help="share of each target taken from the FER+ votes (default: %(default)s)")
     train.add_argument("--state", type=Path, default=Path(".cache/train"),
                        help="checkpoints and per-epoch records; one recipe per directory (default: %(default)s)")
-    train.add_argument("--out", type=Path, default=Path("models/emotion_fer_vgg4.h5"),
-                       help="the float Keras model, written when the last epoch is done (default: %(default)s)")
-    train.add_argument("--epochs", type=positive_int, default=30, help="epochs (default: %(default)s)")
+    train.add_argument("--out", type=Path,
+                       help="the float Keras model, written when the last epoch is done "
+                            "(default: models/emotion_<architecture>.h5)")
+    train.add_argument("--architecture", help="network: fer-vgg4 or fer-vgg5 (default: fer-vgg5)")
+    train.add_argument("--epochs", type=positive_int, help="epochs (default: the recipe's, 60)")
     train.add_argument("--width", type=_positive_float, default=1.0,
                        help="channel multiplier; 0.25 for a smoke run (default: %(default)s)")
     train.add_argument("--batch-size", type=positive_int, default=128, help="faces per step (default: %(default)s)")

@@ -46,15 +46,15 @@ HISTORY_FILE = "history.jsonl"
 class Recipe:
     """What a training run is: the network, the data, the schedule and the augmentation."""
 
-    architecture: str = "fer-vgg4"
+    architecture: str = "fer-vgg5"
     input_size: int = 48
     width: float = 1.0
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 128
     peak_lr: float = 1e-3
     warmup_epochs: int = 1
     weight_decay: float = 1e-4
-    dropout: float = 0.4
+    dropout: float = 0.3
     # Share of the target taken from the FER+ annotators' vote distribution; the rest is FER's label.
     ferplus_weight: float = 0.3
     # Augmentation, chosen for a Haar box in a classroom rather than FER's own framing.
@@ -62,7 +62,7 @@ class Recipe:
     scale_min: float = 0.8
     scale_max: float = 1.2
     shift: float = 0.1
-    low_res_p: float = 0.3
+    low_res_p: float = 0.25
     low_res_min: int = 16
     low_res_max: int = 40
     jpeg_p: float = 0.2
@@ -121,8 +121,18 @@ def soft_targets(labels: np.ndarray, votes: np.ndarray | None, weight: float) ->
     return ((1 - weight) * onehot + weight * share).astype(np.float32)
 
 
+# 3x3 convolutions per scale, each scale ending in a 2x2 max-pool. fer-vgg4 was the first
+# run (60.0% on PublicTest after 30 epochs, still underfitting); fer-vgg5 adds a second
+# convolution at 12x12, where a feature spans most of an eye or the mouth, for +45% training
+# time per step and +147k weights, keeping the int8 file under 1 MB.
+ARCHITECTURES = {
+    "fer-vgg4": ((32,), (64,), (128,), (256,)),
+    "fer-vgg5": ((32,), (64,), (128, 128), (256,)),
+}
+
+
 def build_network(recipe: Recipe, tf_keras):
-    """A plain VGG-style CNN: one 3x3 convolution per scale, doubling the channels as it halves the size.
+    """A plain VGG-style CNN, doubling the channels as it halves the size.
 
     On 48x48 faces and two CPU cores the budget is training time: dense 3x3 convolutions learn
     FER-2013 several times faster per epoch than separable residual blocks of the same cost
@@ -132,10 +142,11 @@ def build_network(recipe: Recipe, tf_keras):
     """
     layers, regularizer = tf_keras.layers, tf_keras.regularizers.l2(recipe.weight_decay / 2)
     inputs = x = layers.Input((recipe.input_size, recipe.input_size, 1))
-    for channels in (32, 64, 128, 256):
-        x = layers.Conv2D(max(8, round(channels * recipe.width)), 3, padding="same", use_bias=False,
-                          kernel_regularizer=regularizer)(x)
-        x = layers.ReLU()(layers.BatchNormalization()(x))
+    for scale in ARCHITECTURES[recipe.architecture]:
+        for channels in scale:
+            x = layers.Conv2D(max(8, round(channels * recipe.width)), 3, padding="same", use_bias=False,
+                              kernel_regularizer=regularizer)(x)
+            x = layers.ReLU()(layers.BatchNormalization()(x))
         x = layers.MaxPooling2D()(x)
     # Dropout is applied between "features" and "logits" by the training step itself, with a
     # seed per step, so that a resumed run drops the same units as one that never stopped.
@@ -175,9 +186,13 @@ class Augmenter:
         batch = tf.shape(images)[0]
         x = tf.cast(images, tf.float32)[..., None] / 255.0
 
+        def key(index):
+            # Folded in, not added: seed + [0, index] would give step s's draw 2 to step s+1's draw 1.
+            return tf.random.experimental.stateless_fold_in(seed, index)
+
         def uniform(index, low, high, shape=None):
             shape = [batch] if shape is None else shape
-            return tf.random.stateless_uniform(shape, seed + [0, index], low, high)
+            return tf.random.stateless_uniform(shape, key(index), low, high)
 
         # One affine transform per face: rotation, zoom (tighter or looser than FER's box), shift, mirror.
         angle = uniform(1, -r.rotate_deg, r.rotate_deg) * math.pi / 180
@@ -198,7 +213,7 @@ class Augmenter:
             interpolation="BILINEAR", fill_mode="REFLECT")
 
         # A back-row face: shrunk to a few dozen pixels and scaled back up.
-        low = tf.random.stateless_uniform([], seed + [0, 6], r.low_res_min, r.low_res_max + 1, dtype=tf.int32)
+        low = tf.random.stateless_uniform([], key(6), r.low_res_min, r.low_res_max + 1, dtype=tf.int32)
         blurred = tf.image.resize(tf.image.resize(x, [low, low], method="area"), [size, size], method="bilinear")
         x = tf.where((uniform(7, 0.0, 1.0) < r.low_res_p)[:, None, None, None], blurred, x)
 
@@ -208,11 +223,11 @@ class Augmenter:
         mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
         x = (x - mean) * uniform(9, 0.6, 1.25)[:, None, None, None] + mean
         x = x + uniform(10, -0.12, 0.12)[:, None, None, None]
-        x = x + tf.random.stateless_normal(tf.shape(x), seed + [0, 11]) * uniform(12, 0.0, 0.03)[:, None, None, None]
+        x = x + tf.random.stateless_normal(tf.shape(x), key(11)) * uniform(12, 0.0, 0.03)[:, None, None, None]
         x = tf.clip_by_value(x, 0.0, 1.0)
 
         # JPEG at the camera's quality range, face by face.
-        quality = tf.random.stateless_uniform([batch], seed + [0, 13], 30, 95, dtype=tf.int32)
+        quality = tf.random.stateless_uniform([batch], key(13), 30, 95, dtype=tf.int32)
         jpeg = tf.map_fn(lambda item: tf.image.adjust_jpeg_quality(item[0], item[1]), (x, quality),
                          fn_output_signature=tf.float32)
         x = tf.where((uniform(14, 0.0, 1.0) < r.jpeg_p)[:, None, None, None], tf.reshape(jpeg, tf.shape(x)), x)
@@ -331,6 +346,8 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
         images = np.stack([cv2.resize(face, size) for face in images])
         val_images = np.stack([cv2.resize(face, size) for face in val_images])
 
+    if recipe.architecture not in ARCHITECTURES:
+        raise EdgeAgentError(f"architecture {recipe.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
     store = StateDir(state, recipe)
     tf, tf_keras = import_tensorflow()
     if threads:
@@ -362,7 +379,8 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
         optimizer.learning_rate.assign(lr)
         x = augment(batch_images, seed)
         with tf.GradientTape() as tape:
-            kept = tf.nn.experimental.stateless_dropout(features(x, training=True), recipe.dropout, seed + [1, 0])
+            kept = tf.nn.experimental.stateless_dropout(features(x, training=True), recipe.dropout,
+                                                             tf.random.experimental.stateless_fold_in(seed, 1000))
             probs = softmax(logits(kept))
             loss = loss_fn(batch_targets, probs)
             total = loss + tf.add_n(model.losses)

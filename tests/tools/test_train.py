@@ -161,3 +161,10 @@ def test_training_refuses_to_write_over_the_shipped_model(data, tmp_path):
     assert done.returncode == 2
     assert "Keras .h5" in done.stderr and str(MODEL) in done.stderr
     assert MODEL.read_bytes() == before
+
+
+def test_an_unknown_architecture_is_named_before_anything_is_written(data, tmp_path):
+    done = run_cli(*train_args(data, tmp_path / "state", tmp_path / "model.h5", "--architecture", "fer-vgg9"))
+    assert done.returncode == 2
+    assert "'fer-vgg9' is not one of fer-vgg4, fer-vgg5" in done.stderr
+    assert not (tmp_path / "state").exists()
