@@ -35,7 +35,8 @@ def _camera(config):
 
 def _outbox(config):
     path = config.outbox.resolved_path()
-    with Outbox(path, max_age_s=config.outbox.max_age_h * 3600) as outbox:
+    # Read-only where it exists: the agent beside us may be writing it, or its disk may be full.
+    with Outbox(path, max_age_s=config.outbox.max_age_h * 3600, read_only=path.exists()) as outbox:
         return f"{path}: {outbox.depth} window(s) waiting, next seq {outbox.next_seq}"
 
 

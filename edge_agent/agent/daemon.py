@@ -11,12 +11,13 @@ import time
 from dataclasses import dataclass
 
 from .. import __version__
-from ..common.config import ConfigError
 from ..common.contract import StatsPayload, format_utc, topic
+from ..common.errors import EdgeAgentError
 from ..common.service import configure_logging, start_service
 from .capture import LatestFrameGrabber, open_source
 from .config import load_config
 from .health import cpu_temperature_c, rss_mb
+from .lock import OutboxLock
 from .outbox import Outbox
 from .pipeline import FramePipeline
 from .publisher import Publisher
@@ -175,26 +176,44 @@ class Agent:
 
 
 def run(config_path):
-    """``edge-agent run``: serve until SIGTERM, re-reading the config on SIGHUP. Returns the exit status."""
+    """``edge-agent run``: serve until SIGTERM, re-reading the config on SIGHUP. Returns the exit status.
+
+    Only one agent serves an outbox: a second ``run`` on the same one stops with AlreadyRunning (exit 2).
+    """
     config = load_config(config_path)
+    # Before anything starts: a second copy must not even open the camera.
+    lock = OutboxLock(config.outbox.resolved_path()).acquire()
     service = start_service("edge-agent", config.logging.level, reload=True)
     notifier, stop, reload = service.notifier, service.stop, service.reload
-    while True:
-        agent = Agent(config, notifier, stop, reload)
-        try:
-            outcome = agent.serve()
-        finally:
-            if stop.is_set() or not reload.is_set():
-                notifier.stopping("stopping: window in progress saved")
-            agent.close()
-        if outcome == "stop":
-            log.info("stopped")
-            return 0
-        reload.clear()
-        notifier.reloading()
-        try:
-            config = load_config(config_path)
-            configure_logging(config.logging.level, name="edge-agent")
-            log.info("configuration %s re-read", config_path)
-        except ConfigError as exc:
-            log.error("configuration not changed: %s", exc)
+    try:
+        while True:
+            agent = Agent(config, notifier, stop, reload)
+            try:
+                outcome = agent.serve()
+            finally:
+                if stop.is_set() or not reload.is_set():
+                    notifier.stopping("stopping: window in progress saved")
+                agent.close()
+            if outcome == "stop":
+                log.info("stopped")
+                return 0
+            reload.clear()
+            notifier.reloading()
+            try:
+                config, lock = _reread(config_path, config, lock)
+            except EdgeAgentError as exc:
+                log.error("configuration not changed: %s", exc)
+    finally:
+        lock.release()
+
+
+def _reread(config_path, config, lock):
+    """The new config, and the lock on its outbox (taken before the old one is let go)."""
+    new = load_config(config_path)
+    if new.outbox.resolved_path() != config.outbox.resolved_path():
+        taken = OutboxLock(new.outbox.resolved_path()).acquire()
+        lock.release()
+        lock = taken
+    configure_logging(new.logging.level, name="edge-agent")
+    log.info("configuration %s re-read", config_path)
+    return new, lock

@@ -12,6 +12,10 @@ The queue is bounded by age: windows older than ``max_age_s`` are dropped by
 A file that is not a database, or fails SQLite's quick check, is renamed to
 ``<name>.corrupt-<UTC time>`` for a person to inspect and a fresh outbox takes its
 place; a location that cannot be written raises OutboxError naming the path and why.
+
+Opened with ``read_only=True`` (``edge-agent check``) it never writes, so it can look at the
+queue of a running agent, or of one whose disk has gone read-only. Which process may write it
+is settled by the agent's lock (lock.py), not here.
 """
 
 import logging
@@ -101,16 +105,20 @@ class Outbox:
     ``clock`` returns epoch seconds; it is injectable so expiry can be tested.
     """
 
-    def __init__(self, path, *, max_age_s=DEFAULT_MAX_AGE_S, clock=time.time):
+    def __init__(self, path, *, max_age_s=DEFAULT_MAX_AGE_S, clock=time.time, read_only=False):
         if not max_age_s > 0:
             raise ValueError(f"max_age_s must be positive, not {max_age_s!r}")
         self.path = Path(path)
         self.max_age_s = max_age_s
         self._clock = clock
+        self.read_only = read_only
         # The MQTT thread removes rows while the main loop appends: one connection,
         # used by one thread at a time.
         self._lock = threading.Lock()
         self._db = None
+        if read_only:
+            self._db = self._open_read_only()
+            return
         self._prepare_file()
         try:
             self._db = self._open()
@@ -175,13 +183,35 @@ class Outbox:
             raise
         return db
 
+    def _open_read_only(self):
+        """A connection that never writes, for looking at the queue beside a running agent."""
+        if not self.path.is_file():
+            raise OutboxError(f"outbox {self.path} does not exist (the agent has not stored a window yet)")
+        self._check()
+        try:
+            db = sqlite3.connect(self._uri("ro"), uri=True, timeout=10, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self.path} cannot be read: {exc}") from None
+        return db
+
+    def _uri(self, mode):
+        uri = "file:" + urllib.parse.quote(str(self.path)) + f"?mode={mode}"
+        # A WAL database closed cleanly has no -shm, and SQLite cannot make one on a read-only
+        # filesystem; nothing can change the file there either, so it may be read as immutable.
+        try:
+            read_only_fs = bool(os.statvfs(self.path).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only_fs = False
+        return uri + "&immutable=1" if read_only_fs else uri
+
     def _check(self):
         """Raise _Corrupt unless the file is a sound outbox (or empty, for a new one)."""
         # Read-only: the last read-write connection to close checkpoints the -wal into the
         # file and deletes it, which would alter a damaged file before it is moved aside.
-        uri = "file:" + urllib.parse.quote(str(self.path)) + "?mode=ro"
         try:
-            db = sqlite3.connect(uri, uri=True, timeout=10, isolation_level=None)
+            db = sqlite3.connect(self._uri("ro"), uri=True, timeout=10, isolation_level=None)
         except sqlite3.Error as exc:
             raise self._unwritable(str(exc)) from None
         try:
@@ -260,6 +290,8 @@ class Outbox:
 
     def _write(self, work):
         """Run ``work(db)`` in one IMMEDIATE transaction; SQLite failures become OutboxError."""
+        if self.read_only:
+            raise OutboxError(f"outbox {self.path} is open read-only")
         with self._lock:
             db = self._conn()
             try:
