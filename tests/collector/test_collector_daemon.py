@@ -159,6 +159,47 @@ def test_an_unreachable_store_is_retried_until_it_comes_up(tmp_path):
             server.stop()
 
 
+def wait_for_windows(url, count, collector, timeout=30):
+    deadline = time.monotonic() + timeout
+    while len(stored(url)) < count:
+        assert time.monotonic() < deadline, f"{len(stored(url))} of {count} windows stored:\n{collector.log_text()}"
+        time.sleep(0.2)
+
+
+def test_a_collector_killed_while_its_store_is_down_loses_no_window(tmp_path):
+    if find_bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    no_stop = threading.Event()
+    with Postgres() as server, Mosquitto(persistence=True) as broker:
+        config = write_config(tmp_path / "collector.yaml", broker.port, store_url=server.url,
+                              output_dir=tmp_path / "www")
+        collector = Collector(config, tmp_path / "collector.log").start()
+        try:
+            collector.wait_for_log("(session new)")
+            publish_lesson(broker.port, range(0, 5), 0, no_stop)
+            wait_for_windows(server.url, 5 * len(DEVICES), collector)
+            server.go_down()
+            publish_lesson(broker.port, range(5, 10), 0, no_stop)
+            # The collector holds these windows and cannot store them: the moment to lose them.
+            collector.wait_for_log("cannot write windows to")
+            collector.kill()
+            publish_lesson(broker.port, range(10, 15), 0, no_stop)
+            server.come_back()
+            collector.start()
+            collector.wait_for_log("(session resumed)")
+            wait_for_windows(server.url, 15 * len(DEVICES), collector)
+        finally:
+            if collector.process.poll() is None:
+                collector.kill()
+        store = Store(server.url)
+        try:
+            assert store.count_windows() == 15 * len(DEVICES)
+        finally:
+            store.close()
+        assert set(stored(server.url)) == {(device, window(device, minute).start_epoch)
+                                           for device in DEVICES for minute in range(15)}
+
+
 def test_an_unwritable_output_directory_stops_the_collector_with_the_reason(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")

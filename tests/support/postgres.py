@@ -3,6 +3,7 @@
     with Postgres() as server:          # initdb, pg_ctl start; stopped and deleted on exit
         server.url                      # postgresql+psycopg://postgres@127.0.0.1:<port>/collector
         server.new_database()           # the URL of a fresh, empty database
+        server.go_down(); server.come_back()    # the server stopped and started again, data kept
 
 The ``postgres`` and ``postgres_url`` fixtures (tests/conftest.py) skip with the reason when the
 Debian ``postgresql`` package or psycopg is not installed.
@@ -62,12 +63,21 @@ class Postgres:
             shutil.chown(self.dir, "postgres", "postgres")
         # Trust on loopback only, no fsync: a test cluster lives for one pytest session.
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.come_back()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", DATABASE)
+        return self
+
+    def come_back(self):
+        """Start the server on its port with whatever data it holds."""
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60",
                   "-o", options, "start")
         self._started = True
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", DATABASE)
-        return self
+
+    def go_down(self):
+        """Stop the server, closing every client's connection, and keep its data for come_back()."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._started = False
 
     def new_database(self):
         name = f"t_{uuid.uuid4().hex[:12]}"
@@ -76,8 +86,7 @@ class Postgres:
 
     def stop(self):
         if self._started:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-            self._started = False
+            self.go_down()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
