@@ -2,13 +2,17 @@
 
 import logging
 import os
+import pwd
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -323,28 +327,82 @@ def test_a_path_that_is_a_directory_is_a_clear_error(tmp_path):
         Outbox(target)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
-def test_a_read_only_directory_is_a_clear_error(tmp_path):
-    parent = tmp_path / "state"
-    parent.mkdir(mode=0o500)
-    target = parent / "outbox.sqlite3"
+# Root writes through permission bits, so as root these open the outbox in a child process
+# running as an unprivileged user: the checks hold whoever runs the suite (CI runs it as root).
+UNPRIVILEGED = "nobody"
+
+
+@pytest.fixture
+def private_dir():
+    """A directory the unprivileged user owns, in a place it can reach (pytest's tmp is root's alone)."""
+    directory = Path(tempfile.mkdtemp(prefix="outbox-"))
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(UNPRIVILEGED)
+        except KeyError:
+            pytest.skip(f"no user {UNPRIVILEGED!r} to drop root's privileges to")
+        shutil.chown(directory, UNPRIVILEGED)
     try:
-        with pytest.raises(OutboxError, match=f"outbox {target} cannot be written: Permission denied"):
-            Outbox(target)
+        yield directory
     finally:
-        parent.chmod(0o700)
+        for below in directory.rglob("*"):
+            if below.is_dir():
+                below.chmod(0o700)
+        shutil.rmtree(directory)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
-def test_a_corrupt_file_in_a_read_only_directory_is_an_error_and_left_untouched(path):
+def give_away(*paths):
+    """Hand ``paths`` to the unprivileged user, as the service's own state would be."""
+    if os.geteuid() == 0:
+        for path in paths:
+            shutil.chown(path, UNPRIVILEGED)
+
+
+# Privileges are dropped after the imports: the interpreter may live where that user cannot read.
+OPEN_AS = """\
+import os, sys
+from edge_agent.agent.outbox import Outbox, OutboxError
+if len(sys.argv) > 2:
+    os.setgroups([])
+    os.setgid(int(sys.argv[3]))
+    os.setuid(int(sys.argv[2]))
+try:
+    Outbox(sys.argv[1]).close()
+except OutboxError as exc:
+    print(exc)
+"""
+
+
+def outbox_error(target):
+    """The OutboxError text of opening an outbox at ``target`` as a user permission bits bind."""
+    user = []
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(UNPRIVILEGED)
+        user = [str(entry.pw_uid), str(entry.pw_gid)]
+    result = subprocess.run([sys.executable, "-c", OPEN_AS, str(target), *user], capture_output=True, text=True,
+                            cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_a_read_only_directory_is_a_clear_error(private_dir):
+    parent = private_dir / "state"
+    parent.mkdir()
+    give_away(parent)
+    parent.chmod(0o500)
+    target = parent / "outbox.sqlite3"
+    assert outbox_error(target) == f"outbox {target} cannot be written: Permission denied"
+    assert not target.exists()
+
+
+def test_a_corrupt_file_in_a_read_only_directory_is_an_error_and_left_untouched(private_dir):
+    path = private_dir / "state" / "outbox.sqlite3"
     path.parent.mkdir()
     path.write_bytes(b"x" * 4096)
+    give_away(path.parent, path)
     path.parent.chmod(0o500)
-    try:
-        with pytest.raises(OutboxError, match=f"outbox {path} cannot be written: .*not writable"):
-            Outbox(path)
-    finally:
-        path.parent.chmod(0o700)
+    message = outbox_error(path)
+    assert message.startswith(f"outbox {path} cannot be written: ") and "not writable" in message
     assert path.read_bytes() == b"x" * 4096
     assert moved_aside(path) == []
 
