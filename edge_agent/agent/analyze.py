@@ -59,7 +59,7 @@ def collect_sources(paths, warn):
 
 
 def image_frames(source, warn):
-    """Still images as frames, in the order they were taken (file modification time, then name)."""
+    """Still images as ``(file name, frame)``, in the order taken (file modification time, then name)."""
     stamped = sorted((path.stat().st_mtime, path.name, path) for path in source.images)
     for index, (mtime, _, path) in enumerate(stamped):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -68,7 +68,7 @@ def image_frames(source, warn):
                 raise EdgeAgentError(f"{path} cannot be read as an image")
             warn(f"skipping {path}: cannot be read as an image")
             continue
-        yield Frame(image, mtime, index)
+        yield str(path), Frame(image, mtime, index)
 
 
 @dataclass
@@ -103,10 +103,14 @@ class Analysis:
                 raise
             self.warn(f"skipping {source.name}: {exc}")
             return iter(()), (None, None)
-        return _closing(video, sample_frames(video, sample_fps)), (video.frame_count, video.fps)
+        return _closing(video, ((source.name, frame) for frame in sample_frames(video, sample_fps))), \
+            (video.frame_count, video.fps)
 
     def run(self, sources, sample_fps, start=None, on_frame=None, on_window=None):
-        """Analyse every source; ``on_frame(source, frame_number, t, result)`` and ``on_window(payload)``."""
+        """Analyse every source; ``on_frame(name, frame_number, t, result)`` and ``on_window(payload)``.
+
+        ``name`` is the video's, or each image's own file, so a face can be traced to its picture.
+        """
         summary = Summary()
         device = self.config.device
         began = time.perf_counter()
@@ -115,14 +119,16 @@ class Analysis:
             tally = WindowTally(self.config.window.length_s, self.config.window.min_group)
             frames, (total, fps) = self.frames(source, sample_fps, start)
             first_t = None
-            for number, frame in enumerate(self._progress(frames, source, total, fps, sample_fps)):
+            # A new source may be another camera: whatever the search learned of the last one is dropped.
+            self.pipeline.restart_search()
+            for number, (name, frame) in enumerate(self._progress(frames, source, total, fps, sample_fps)):
                 result = self.pipeline.process(frame)
                 summary.frames += 1
                 summary.detect_s += result.detect_s
                 summary.classify_s += result.classify_s
                 first_t = frame.t if first_t is None else first_t
                 if on_frame:
-                    on_frame(source.name, number, frame.t - first_t, result)
+                    on_frame(name, number, frame.t - first_t, result)
                 closed = tally.add(frame.t, result.labels)
                 if closed:
                     self._emit(closed, device, summary, on_window)

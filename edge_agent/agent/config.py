@@ -4,7 +4,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..common.config import (
     BROKER_PATH_KEYS,
@@ -47,18 +47,68 @@ class CameraConfig(Section):
     backoff_max_s: Annotated[float, Field(ge=1, le=3600)] = Field(60.0, title="Longest wait between reopen tries")
 
 
+class HandBand(Section):
+    top: Annotated[float, Field(ge=0, le=1)] = Field(title="Top row of face centres, as a fraction of the frame height")
+    bottom: Annotated[float, Field(ge=0, le=1)] = Field(
+        title="Bottom row of face centres, as a fraction of the frame height")
+    min_face: Annotated[int, Field(ge=8, le=2000)] = Field(title="Smallest face searched for, in frame pixels")
+    max_face: Annotated[int, Field(ge=8, le=2000)] = Field(title="Largest face searched for, in frame pixels")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.bottom <= self.top:
+            raise ValueError(f"bottom ({self.bottom}) must be below top ({self.top})")
+        if self.max_face < self.min_face:
+            raise ValueError(f"max_face ({self.max_face}) is smaller than min_face ({self.min_face})")
+        return self
+
+
+class SearchConfig(Section):
+    mode: Literal["learn", "bands", "off"] = Field(
+        "learn", title="Where faces are searched for",
+        description="learn: whole frames at first, then the bands of rows and face sizes where faces were seen, "
+                    "kept in the state directory; bands: the hand-set bands below; off: every frame whole")
+    learn_frames: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        60, title="Whole frames searched before the learned bands are used")
+    full_every: Annotated[int, Field(ge=2, le=100_000)] = Field(
+        60, title="One frame in this many is searched whole, so a face in a new place is found and learned")
+    margin: Annotated[float, Field(ge=1.0, le=3.0)] = Field(
+        1.25, title="How far beyond the face sizes seen in its rows a band searches (a factor)")
+    bands: list[HandBand] = Field(
+        default_factory=list, title="Hand-set bands for mode 'bands', top to bottom, each starting where the last ends")
+    state: Path | None = Field(None, title="Learned bands (default: the outbox's directory's face_search.json)")
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_tile_the_rows(cls, bands):
+        for number, (above, below) in enumerate(zip(bands, bands[1:], strict=False), start=2):
+            if below.top < above.bottom:
+                raise ValueError(f"band {number} (top {below.top}) overlaps band {number - 1} (bottom {above.bottom})")
+            if below.top > above.bottom:
+                raise ValueError(f"band {number} starts at {below.top}, leaving a gap after band {number - 1}, "
+                                 f"which ends at {above.bottom}; start it at {above.bottom}")
+        return bands
+
+    @model_validator(mode="after")
+    def _bands_for_mode_bands(self):
+        if self.mode == "bands" and not self.bands:
+            raise ValueError("mode 'bands' needs at least one band under bands:")
+        return self
+
+
 class DetectorConfig(Section):
     cascade: ExistingFile = Field(DEFAULT_CASCADE, title="Haar cascade XML")
     scale_factor: Annotated[float, Field(gt=1.0, le=2.0)] = Field(1.1, title="Cascade scale step")
     min_neighbors: Annotated[int, Field(ge=0, le=50)] = Field(5, title="Neighbours a detection needs")
     min_size: Annotated[int, Field(ge=8, le=2000)] = Field(30, title="Smallest face, in frame pixels")
     detect_width: Annotated[int, Field(ge=0, le=7680)] = Field(
-        960, title="Width frames are shrunk to before detection (0: never shrink)",
-        description="the main speed knob: detection time grows with the pixel count")
+        0, title="Width frames are shrunk to before a whole-frame search (0: never shrink)",
+        description="shrinking loses the smallest faces (the back rows); search.mode 'learn' is the speed knob")
     threads: Annotated[int, Field(ge=0, le=64)] = Field(1, title="OpenCV threads (0: OpenCV's default)")
     equalize: bool = Field(False, title="Equalise the histogram before detection (dim rooms)")
     crop_offsets: tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]] = Field(
         (0.0, 0.0), title="Margin added around each face before labelling, as fractions of its width and height")
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
 
 class ClassifierConfig(Section):
@@ -90,13 +140,17 @@ class OutboxConfig(Section):
     path: Path | None = Field(None, title="SQLite outbox (default: the state directory's outbox.sqlite3)")
     max_age_h: Annotated[float, Field(gt=0, le=24 * 365)] = Field(
         168.0, title="Windows older than this are dropped (counted and logged) when the broker stays away")
+    memory_windows: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        1440, title="Windows held in memory while the outbox cannot be written (disk full or read-only)",
+        description="the newest are kept; older ones beyond this are dropped and counted")
 
     def resolved_path(self):
         return self.path or default_state_dir("edge-agent") / "outbox.sqlite3"
 
 
 class AgentConfig(ConfigFile):
-    PATH_KEYS = (("detector", "cascade"), ("classifier", "model"), ("outbox", "path"), *BROKER_PATH_KEYS)
+    PATH_KEYS = (("detector", "cascade"), ("detector", "search", "state"), ("classifier", "model"), ("outbox", "path"),
+                 *BROKER_PATH_KEYS)
 
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     camera: CameraConfig = Field(default_factory=CameraConfig)

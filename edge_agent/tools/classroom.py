@@ -64,15 +64,20 @@ def seat_positions(rng: np.random.Generator, width: int, height: int, min_px: in
 
 def build_scenes(images: np.ndarray, labels: np.ndarray, count: int, width: int = 1280, height: int = 720,
                  faces_per_frame: tuple[int, int] = (20, 40), face_px: tuple[int, int] = (24, 120),
-                 seed: int = 0) -> list[Scene]:
-    """``count`` frames of 20-40 faces each, drawn without repeats from ``images`` while they last."""
+                 seed: int = 0, face_fraction: float = 1.0) -> list[Scene]:
+    """``count`` frames of 20-40 faces each, drawn without repeats from ``images`` while they last.
+
+    Each image is pasted whole; the face is its central square of ``face_fraction`` of its side
+    (1.0 for tight crops such as FER's, less for faces cut out with their head and shoulders),
+    and ``face_px`` bounds that face's width.
+    """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
     used = 0
     scenes = []
     for _ in range(count):
         canvas = _background(rng, width, height)
-        seats = seat_positions(rng, width, height, *face_px)
+        seats = seat_positions(rng, width, height, *(round(px / face_fraction) for px in face_px))
         wanted = int(rng.integers(faces_per_frame[0], faces_per_frame[1] + 1))
         picked = sorted(rng.choice(len(seats), min(wanted, len(seats)), replace=False))
         scene = Scene(image=canvas)
@@ -88,7 +93,9 @@ def build_scenes(images: np.ndarray, labels: np.ndarray, count: int, width: int 
             alpha = np.clip(np.minimum.outer(ramp, ramp), 0, 1).astype(np.float32)
             region = canvas[y:y + side, x:x + side]
             canvas[y:y + side, x:x + side] = alpha * pasted + (1 - alpha) * region
-            scene.faces.append(PlacedFace((x, y, side, side), int(labels[index])))
+            face_side = round(side * face_fraction)
+            inset = (side - face_side) // 2
+            scene.faces.append(PlacedFace((x + inset, y + inset, face_side, face_side), int(labels[index])))
         # What a camera adds: a little optical blur and its JPEG.
         blurred = cv2.GaussianBlur(np.clip(canvas, 0, 255).astype(np.uint8), (0, 0), 0.7)
         ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -155,3 +162,24 @@ def score(scenes: Sequence[Scene], results: Sequence[tuple[Sequence, Sequence[st
         "recall": {EMOTIONS[k]: float(per_class[k]) for k in range(len(EMOTIONS)) if present[k]},
         "confusion": confusion.tolist(),
     }
+
+
+def faces_from_photos(paths: Sequence, cascade_path, context: float = 1.6, side: int = 128) -> np.ndarray:
+    """Each face the cascade finds in the photos, cut out with ``context`` times its width around it.
+
+    Returns gray uint8 [N, side, side]; the face is the central ``1 / context`` of each. Faces too
+    near a photo's edge to take their surroundings are skipped.
+    """
+    cascade = cv2.CascadeClassifier(str(cascade_path))
+    cut = []
+    for path in paths:
+        photo = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if photo is None:
+            raise FileNotFoundError(path)
+        for x, y, w, h in cascade.detectMultiScale(photo, 1.1, 5, minSize=(30, 30)):
+            half = w * context / 2
+            cx, cy = x + w / 2, y + h / 2
+            x0, y0, x1, y1 = round(cx - half), round(cy - half), round(cx + half), round(cy + half)
+            if x0 >= 0 and y0 >= 0 and x1 <= photo.shape[1] and y1 <= photo.shape[0]:
+                cut.append(cv2.resize(photo[y0:y1, x0:x1], (side, side), interpolation=cv2.INTER_AREA))
+    return np.stack(cut) if cut else np.zeros((0, side, side), np.uint8)

@@ -121,13 +121,16 @@ def test_pipeline_from_config_applies_detector_settings():
     assert pipeline.classifier.tag.startswith("mini-xception-int8:")
 
 
-def test_default_detect_width_finds_every_face_of_a_crowded_720p_frame():
+def test_defaults_find_every_face_of_a_crowded_720p_frame_whole_and_then_in_learned_bands(tmp_path):
     from edge_agent.tools.bench_pipeline import classroom_frame
 
     frame, true_faces = classroom_frame(DATA / "solvay_conference.jpg")
     assert frame.shape == (720, 1280, 3) and len(true_faces) == 40
-    detector = FaceDetector.from_config(parse_config("").detector)
-    assert detector.detect_width == 960
-    boxes = detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
-    assert matched(boxes, true_faces) == 40
-    assert len(boxes) <= 42
+    config = parse_config(f"detector:\n  search:\n    learn_frames: 2\n    state: {tmp_path / 'search.json'}\n")
+    pipeline = FramePipeline.from_config(config)
+    gray_frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    for _ in range(3):
+        boxes = pipeline.finder.detect(gray_frame)
+        assert matched(boxes, true_faces) == 40
+        assert len(boxes) <= 42
+    assert pipeline.finder.full_searches == 2 and pipeline.finder.plan.bands

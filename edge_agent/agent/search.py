@@ -1,0 +1,300 @@
+"""Where to look for faces in a fixed camera's view, learned from the faces found there.
+
+A classroom camera does not move: faces are small at the top of the frame (back rows), large at
+the bottom, and never on the ceiling. :class:`LearnedSearch` searches whole frames for its first
+``learn_frames`` frames and then one frame in every ``full_every``; in between it searches only
+horizontal bands of rows, each for the face sizes seen there (widened by ``margin``), each on the
+smallest copy of its rows that still holds its smallest face (:meth:`FaceDetector.detect_region`).
+
+Invariants:
+- A whole frame is searched at least every ``full_every`` frames, so a face in a new place or of
+  a new size is found within that many frames, and the bands are rebuilt to include it.
+- The bands are a pure function of the observations kept: the last ``MAX_OBSERVATIONS`` faces
+  found by whole-frame searches (band searches would only ever confirm their own bands).
+- A state file is used only when it was written in this format, for frames of the same size, by
+  the same detector settings and camera source; anything else is discarded with a warning and
+  relearned, never trusted. It holds face positions and sizes only, never pixels.
+- The file is replaced atomically and at most every ``SAVE_EVERY_S`` (an SD card wears); a
+  failure to write it is logged and the search goes on from memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .faces import CASCADE_WINDOW, FaceDetector
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+MAX_OBSERVATIONS = 2000
+# Rows are first cut into this many strips, then grouped into the bands that cost least (band_cost).
+STRIPS = 16
+# How far above and below its rows a band's search reaches, in its largest face widths: a face
+# centred on the band's edge must lie wholly inside what is searched.
+REACH = 0.55
+# A detection more than this far (as a size ratio) from the fitted size for its row is not a face of the room.
+OUTLIER_RATIO = 1.5
+SAVE_EVERY_S = 600.0
+# Bands ask one neighbour fewer than a whole-frame search. A face on the edge of the cascade's
+# threshold flips with the size of the region searched (OpenCV's pyramid rounds each copy's
+# size differently); measured on 20 classroom-like frames, the seed's 5 neighbours in bands
+# found fewer faces than the whole frame in two size buckets, 4 found more in every bucket.
+BAND_NEIGHBOURS_LESS = 1
+
+
+@dataclass(frozen=True)
+class Band:
+    """Faces whose centres lie in rows [top, bottom) and columns [left, right) are ``min_face``-``max_face`` px wide."""
+
+    top: int
+    bottom: int
+    min_face: int
+    max_face: int
+    left: int = 0
+    right: int = 1 << 30
+
+
+@dataclass(frozen=True)
+class Plan:
+    bands: tuple[Band, ...]
+
+    def describe(self) -> str:
+        if not self.bands:
+            return "no faces seen yet: whole frames only"
+        return "; ".join(f"rows {b.top}-{b.bottom}, columns {b.left}-{b.right}: faces {b.min_face}-{b.max_face} px"
+                         for b in self.bands)
+
+
+def fit_sizes(cy: np.ndarray, side: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Face width as a straight line in the row, fitted robustly: (coefficients, inlier mask).
+
+    On a flat floor seen by a fixed camera, a face's width grows linearly with the row it is on.
+    Detections far off the line (a poster, a hand, a false detection the size of the frame) are
+    dropped and the line refitted, so they never widen the bands.
+    """
+    keep = np.ones(len(side), dtype=bool)
+    coefficients = np.array([0.0, np.median(side)])
+    for _ in range(3):
+        if keep.sum() >= 2 and np.ptp(cy[keep]) > 0:
+            coefficients = np.polyfit(cy[keep], side[keep], 1)
+        else:
+            coefficients = np.array([0.0, np.median(side[keep])])
+        expected = np.maximum(np.polyval(coefficients, cy), 1.0)
+        keep = np.abs(np.log(side / expected)) < np.log(OUTLIER_RATIO)
+    return coefficients, keep
+
+
+def band_cost(top: float, bottom: float, low: float, high: float, scale_factor: float) -> float:
+    """Window positions per column that searching a band costs, the way OpenCV scans it.
+
+    Rows [top, bottom) plus the reach above and below, at every scale of the ladder from ``low``
+    to ``high``, on the copy :meth:`FaceDetector.detect_region` makes; OpenCV steps 2 px below a
+    factor of 2 and 1 px above.
+    """
+    shrink = min(1.0, 2 * CASCADE_WINDOW * scale_factor / max(low, 1.0))
+    rows = (bottom - top + 2 * REACH * high) * shrink
+    cost, factor = 0.0, max(1.0, low * shrink / CASCADE_WINDOW)
+    while factor * CASCADE_WINDOW <= high * shrink:
+        step = 1 if factor > 2 else 2
+        cost += rows / factor / factor / (step * step) / shrink
+        factor *= scale_factor
+    return cost
+
+
+def plan_bands(observations, width: int, height: int, margin: float, scale_factor: float = 1.1) -> Plan:
+    """Bands covering the rows where faces were seen, from ``(centre_x, centre_y, width)`` triples."""
+    if not len(observations):
+        return Plan(())
+    cx, cy, side = np.asarray(observations, dtype=np.float64).reshape(-1, 3).T
+    coefficients, keep = fit_sizes(cy, side)
+    if not keep.any():
+        return Plan(())
+    cx, cy, side = cx[keep], cy[keep], side[keep]
+    ratio = side / np.maximum(np.polyval(coefficients, cy), 1.0)
+    # The 5th and 95th percentiles, not the extremes: one stray box must not widen every band.
+    low_ratio, high_ratio = np.percentile(ratio, 5) / margin, np.percentile(ratio, 95) * margin
+    strip = height / STRIPS
+    # Half a strip of slack above the highest face and below the lowest: the next row sits a little further.
+    first = max(0, int((cy.min() - strip / 2) // strip))
+    last = min(STRIPS - 1, int((cy.max() + strip / 2) // strip))
+    def strip_sizes(k: int) -> tuple[float, float]:
+        ends = np.maximum(np.polyval(coefficients, [k * strip, (k + 1) * strip]), 1.0)
+        return ends.min() * low_ratio, ends.max() * high_ratio
+
+    def band(i: int, j: int) -> list[float]:
+        """Strips i..j-1 as one band."""
+        return [i * strip, j * strip, strip_sizes(i)[0], strip_sizes(j - 1)[1]]
+
+    # The cheapest cut of the strips into bands (a few hundred band_cost calls): each band adds
+    # its reach above and below, and widens the sizes all its rows are searched for.
+    best = {first: (0.0, [])}
+    for j in range(first + 1, last + 2):
+        best[j] = min(((best[i][0] + band_cost(*band(i, j), scale_factor), best[i][1] + [band(i, j)])
+                       for i in range(first, j)), key=lambda option: option[0])
+    bands = best[last + 1][1]
+    planned = []
+    for top, bottom, low, high in bands:
+        # Columns where faces of these rows were seen, a face's width to spare; rows between rows
+        # with faces (no face of their own yet) are searched across the columns of all.
+        inside = (cy >= top - strip / 2) & (cy < bottom + strip / 2)
+        xs = cx[inside] if inside.any() else cx
+        planned.append(Band(round(top), round(bottom), int(low), int(np.ceil(high)),
+                            max(0, int(xs.min() - high)), min(width, int(np.ceil(xs.max() + high)))))
+    return Plan(tuple(planned))
+
+
+def search_bands(detector: FaceDetector, gray: np.ndarray, plan: Plan) -> np.ndarray:
+    """Boxes found by searching each band of ``plan``; each face is kept by the band holding its centre."""
+    height = gray.shape[0]
+    found = []
+    for band in plan.bands:
+        reach = int(np.ceil(band.max_face * REACH))
+        boxes = detector.detect_region(gray, band.left, max(0, band.top - reach), min(gray.shape[1], band.right),
+                                       min(height, band.bottom + reach), band.min_face, band.max_face,
+                                       max(1, detector.min_neighbors - BAND_NEIGHBOURS_LESS))
+        centres = boxes[:, 1] + boxes[:, 3] / 2
+        found.append(boxes[(centres >= band.top) & (centres < band.bottom)])
+    return np.concatenate(found) if found else np.zeros((0, 4), dtype=np.int64)
+
+
+class LearnedSearch:
+    """Chooses, frame by frame, a whole-frame or a banded search, and learns the bands."""
+
+    def __init__(self, detector: FaceDetector, learn_frames: int = 60, full_every: int = 60,
+                 margin: float = 1.3, state_path: Path | None = None, camera: str = "",
+                 hand_bands: list[tuple[float, float, int, int]] | None = None):
+        self.detector = detector
+        self.learn_frames, self.full_every, self.margin = learn_frames, full_every, margin
+        self.state_path = Path(state_path) if state_path else None
+        self.camera = str(camera)
+        # Hand-set bands: fractions of the frame height and sizes in px; used as given, never learned.
+        self.hand_bands = hand_bands
+        self.observations: deque = deque(maxlen=MAX_OBSERVATIONS)
+        self.frame_size: tuple[int, int] | None = None
+        self.plan: Plan | None = None
+        self.frames = self.full_searches = self.learned_frames = 0
+        self._saved_at = None
+
+    @property
+    def cascade_seconds(self) -> float:
+        return self.detector.cascade_seconds
+
+    def fingerprint(self) -> dict:
+        d = self.detector
+        return {"format": FORMAT, "frame": list(self.frame_size or ()), "camera": self.camera,
+                "detector": {"cascade": d.path.name, "scale_factor": d.scale_factor,
+                             "min_neighbors": d.min_neighbors, "min_size": d.min_size}}
+
+    def learning(self) -> bool:
+        return self.hand_bands is None and self.learned_frames < self.learn_frames
+
+    def detect(self, gray: np.ndarray) -> np.ndarray:
+        """Boxes ``(x, y, w, h)`` of the faces in a 2-D uint8 frame, as int [N, 4]."""
+        if self.frame_size != (gray.shape[1], gray.shape[0]):
+            self._start(gray.shape[1], gray.shape[0])
+        self.frames += 1
+        whole = self.plan is None or self.learning() or (self.frames - 1) % self.full_every == 0
+        if self.hand_bands is not None or not whole:
+            return search_bands(self.detector, gray, self.plan)
+        boxes = self.detector.detect(gray)
+        self.full_searches += 1
+        self.learned_frames += 1
+        self.observations.extend((x + w / 2, y + h / 2, w) for x, y, w, h in boxes.tolist())
+        self.plan = plan_bands(self.observations, *self.frame_size, self.margin, self.detector.scale_factor)
+        self._save(force=self.learned_frames == self.learn_frames)
+        return boxes
+
+    def _start(self, width: int, height: int) -> None:
+        self.frame_size = (width, height)
+        self.observations.clear()
+        self.plan, self.learned_frames = None, 0
+        if self.hand_bands is not None:
+            self.plan = Plan(tuple(Band(round(top * height), round(bottom * height), low, high, 0, width)
+                                   for top, bottom, low, high in self.hand_bands))
+            return
+        state = self._load()
+        if state is not None:
+            self.observations.extend(tuple(o) for o in state["observations"])
+            self.learned_frames = int(state["learned_frames"])
+            self.plan = plan_bands(self.observations, width, height, self.margin, self.detector.scale_factor)
+            log.info("face search: using the bands learned in %s (%s)", self.state_path, self.plan.describe())
+
+    def _load(self) -> dict | None:
+        if self.state_path is None or not self.state_path.exists():
+            return None
+        try:
+            state = json.loads(self.state_path.read_text())
+            observations = np.asarray(state["observations"], dtype=np.float64)
+            if observations.size and (observations.ndim != 2 or observations.shape[1] != 3):
+                raise ValueError("observations are not (x, y, width) triples")
+            int(state["learned_frames"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("face search: %s is damaged (%s); discarding it and learning again", self.state_path, exc)
+            return None
+        wanted = self.fingerprint()
+        differs = [key for key in wanted if state.get(key) != wanted[key]]
+        if differs:
+            log.warning("face search: %s was learned with another %s (%s, now %s); discarding it and learning "
+                        "again", self.state_path, " and ".join(differs),
+                        ", ".join(str(state.get(k)) for k in differs), ", ".join(str(wanted[k]) for k in differs))
+            return None
+        return state
+
+    def _save(self, force: bool = False) -> None:
+        if self.state_path is None:
+            return
+        now = time.monotonic()
+        if not force and self._saved_at is not None and now - self._saved_at < SAVE_EVERY_S:
+            return
+        if not force and self.learning():
+            return
+        self._saved_at = now
+        state = {**self.fingerprint(), "learned_frames": self.learned_frames,
+                 "observations": [[round(v, 1) for v in o] for o in self.observations],
+                 "bands": [asdict(b) for b in (self.plan.bands if self.plan else ())]}
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.state_path)
+        except OSError as exc:
+            log.warning("face search: cannot write %s (%s); the bands stay in memory only", self.state_path,
+                        exc.strerror or exc)
+
+    def restart(self) -> None:
+        """Learn afresh from the next frame (another source); the state file is left as it is."""
+        self.frame_size = None
+        self.frames = 0
+
+    def close(self) -> None:
+        self._save(force=not self.learning() and self.hand_bands is None)
+
+    def describe(self) -> str:
+        if self.hand_bands is not None:
+            return f"hand-set bands: {self.plan.describe() if self.plan else 'not started'}"
+        if self.learning():
+            return f"learning: {self.learned_frames}/{self.learn_frames} whole-frame searches done"
+        return f"learned from {len(self.observations)} faces: {self.plan.describe()}"
+
+
+def describe_state(path: Path) -> str:
+    """What a state file says, for ``edge-agent check``; read-only, safe beside a running agent."""
+    try:
+        state = json.loads(Path(path).read_text())
+        frame = "x".join(map(str, state["frame"]))
+        plan = Plan(tuple(Band(**b) for b in state["bands"]))
+        observations = state["observations"]
+    except FileNotFoundError:
+        return f"{path}: nothing learned yet (the agent learns the bands in its first minutes)"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{path} is damaged ({exc}); the agent will discard it and learn again"
+    return f"{path}: {len(observations)} faces at {frame} from {state.get('camera')}: {plan.describe()}"
