@@ -143,6 +143,9 @@ class OutboxConfig(Section):
     memory_windows: Annotated[int, Field(ge=1, le=100_000)] = Field(
         1440, title="Windows held in memory while the outbox cannot be written (disk full or read-only)",
         description="the newest are kept; older ones beyond this are dropped and counted")
+    memory_windows: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        1440, title="Windows held in memory while the outbox cannot be written (disk full or read-only)",
+        description="the newest are kept; older ones beyond this are dropped and counted")
 
     def resolved_path(self):
         return self.path or default_state_dir("edge-agent") / "outbox.sqlite3"

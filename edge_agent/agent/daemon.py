@@ -4,10 +4,17 @@ Data flows one way: the capture thread keeps the newest frame; this loop takes o
 configured rate, labels its faces, counts them into the open window and, when a window
 closes, stores its payload in the outbox; the publisher sends the outbox. Frames, crops and
 boxes never leave this process: only window payloads are stored or sent.
+
+A disk that refuses writes (full, or an SD card gone read-only) never stops the loop: closed
+windows wait in memory, oldest first and at most ``outbox.memory_windows`` of them (the oldest
+beyond that are dropped and counted), the status line and the stats say so, and they are
+stored, in order and with their seq, as soon as a write works again.
 """
 
 import logging
+import shutil
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from .. import __version__
@@ -18,7 +25,7 @@ from .capture import LatestFrameGrabber, open_source
 from .config import load_config
 from .health import cpu_temperature_c, rss_mb
 from .lock import OutboxLock
-from .outbox import Outbox
+from .outbox import Outbox, OutboxError
 from .pipeline import FramePipeline
 from .publisher import Publisher
 from .tally import WindowTally
@@ -29,6 +36,10 @@ log = logging.getLogger(__name__)
 AVERAGE_WEIGHT = 0.1
 # How often expired windows are looked for in the outbox.
 EXPIRY_CHECK_S = 60.0
+# How often a disk that refused a write is tried again while windows wait in memory.
+STORAGE_RETRY_S = 5.0
+# Free space below which the disk holding the outbox is called out at start.
+LOW_SPACE_BYTES = 1 << 20
 
 
 class MovingAverage:
@@ -60,6 +71,10 @@ class Agent:
         self.emotions_topic = topic(config.mqtt.prefix, device.site, device.room, device.id, "emotions")
         self.tally = WindowTally(config.window.length_s, config.window.min_group,
                                  floor=self.outbox.last_window_end)
+        self.held = deque()           # closed windows the outbox could not take yet, oldest first
+        self.held_dropped = 0         # held windows pushed out by newer ones since the last good write
+        self.storage_error = None     # the OutboxError of the write that failed, until one works
+        self._next_storage_try = 0.0
         self.publisher = Publisher(config.mqtt, device=device.id, site=device.site, room=device.room,
                                    outbox=self.outbox, version=__version__)
         camera = config.camera
@@ -77,15 +92,31 @@ class Agent:
 
     def _status_line(self, camera=None, reason=None):
         camera = camera or self.grabber.state
-        parts = [f"camera {camera}" + (f" ({reason})" if reason and camera != "running" else "")]
+        parts = []
+        if self.storage_error is not None:
+            parts.append(f"OUTBOX NOT WRITABLE ({self.storage_error.reason}): {self._held_text()}")
+        parts.append(f"camera {camera}" + (f" ({reason})" if reason and camera != "running" else ""))
         if self.faces_per_frame.value is not None:
             parts.append(f"{self.faces_per_frame.value:.1f} faces/frame")
-        parts.append(f"outbox {self.outbox.depth} waiting")
+        depth = self._outbox_figure(lambda: self.outbox.depth)
+        parts.append(f"outbox {'?' if depth is None else depth} waiting")
         parts.append("broker connected" if self.publisher.connected else "broker not connected")
         return ", ".join(parts)
 
+    def _held_text(self):
+        return (f"{len(self.held)} window(s) held in memory (at most {self.config.outbox.memory_windows}), "
+                f"{self.held_dropped} dropped")
+
+    def _outbox_figure(self, read):
+        # A failing card can refuse reads too; a status line or stats message must not end the agent.
+        try:
+            return read()
+        except OutboxError:
+            return None
+
     def serve(self):
         """Run until SIGTERM (returns "stop") or SIGHUP (returns "reload"); the open window is saved either way."""
+        self._check_space()
         self.publisher.start()
         self.grabber.start()
         self._wait_for_camera()
@@ -95,8 +126,22 @@ class Agent:
         try:
             self._loop()
         finally:
-            self._store(self.tally.flush())
+            self._store(self.tally.flush(), now=True)
+            if self.held:
+                log.error("%d window(s) held in memory could not be written to the outbox %s and are lost",
+                          len(self.held), self.outbox.path)
         return "reload" if self._reload.is_set() and not self._stop.is_set() else "stop"
+
+    def _check_space(self):
+        directory = self.outbox.path.parent
+        try:
+            free = shutil.disk_usage(directory).free
+        except OSError:
+            return
+        if free < LOW_SPACE_BYTES:
+            log.error("the disk holding the outbox %s has only %d KiB free: windows will wait in memory (at most "
+                      "%d) whenever it cannot be written; free space on it", self.outbox.path, free // 1024,
+                      self.config.outbox.memory_windows)
 
     def close(self):
         self.grabber.stop()
@@ -140,7 +185,7 @@ class Agent:
             self._feed_watchdog()
             if now >= next_expiry:
                 next_expiry = now + EXPIRY_CHECK_S
-                self.outbox.drop_expired()
+                self._drop_expired()
             if now >= next_stats:
                 next_stats = now + stats_every
                 self._publish_stats(stats_every)
@@ -152,15 +197,64 @@ class Agent:
         if last is not None and time.monotonic() - last < self.config.camera.stall_s:
             self.notifier.watchdog()
 
-    def _store(self, window):
-        if window is None:
-            return
+    def _drop_expired(self):
+        try:
+            self.outbox.drop_expired()
+        except OutboxError as exc:
+            self._storage_failed(exc)
+
+    def _store(self, window, now=False):
+        """Queue a closed window (None: none) behind those held, and write what the disk takes."""
+        if window is not None:
+            if len(self.held) >= self.config.outbox.memory_windows:
+                lost = self.held.popleft()
+                self.held_dropped += 1
+                log.error("window %s dropped: %d windows are already held in memory, waiting for the outbox",
+                          format_utc(lost.start), self.config.outbox.memory_windows)
+            self.held.append(window)
+        if self.held and (now or time.monotonic() >= self._next_storage_try):
+            self._write_held()
+
+    def _write_held(self):
         device = self.config.device
-        stored = self.outbox.append(self.emotions_topic, lambda seq: window.payload(
-            device=device.id, site=device.site, room=device.room, seq=seq, model=self.pipeline.classifier.tag))
-        log.info("window %s stored as seq %d: %d frames, %d faces%s", format_utc(window.start), stored.seq,
-                 window.frames, window.faces, " (suppressed)" if window.suppressed else "")
-        self.publisher.kick()
+        while self.held:
+            window = self.held[0]
+            try:
+                stored = self.outbox.append(self.emotions_topic, lambda seq, w=window: w.payload(
+                    device=device.id, site=device.site, room=device.room, seq=seq,
+                    model=self.pipeline.classifier.tag))
+            except OutboxError as exc:
+                self._storage_failed(exc)
+                return
+            self.held.popleft()
+            log.info("window %s stored as seq %d: %d frames, %d faces%s", format_utc(window.start), stored.seq,
+                     window.frames, window.faces, " (suppressed)" if window.suppressed else "")
+            self.publisher.kick()
+        if self.storage_error is not None:
+            self._storage_recovered()
+
+    def _storage_failed(self, exc):
+        self._next_storage_try = time.monotonic() + STORAGE_RETRY_S
+        if self.storage_error is None or str(exc) != str(self.storage_error):
+            log.error("%s; closed windows wait in memory (at most %d) until it can be written, tried every %g s",
+                      exc, self.config.outbox.memory_windows, STORAGE_RETRY_S)
+        self.storage_error = exc
+        self.publisher.set_conditions(outbox=f"cannot be written: {exc.reason}")
+        self.notifier.status(self._status_line())
+
+    def _storage_recovered(self):
+        dropped, self.held_dropped = self.held_dropped, 0
+        try:
+            self.outbox.count_dropped(dropped)
+        except OutboxError as exc:
+            self.held_dropped = dropped
+            self._storage_failed(exc)
+            return
+        log.warning("outbox %s can be written again: the windows held in memory are stored%s", self.outbox.path,
+                    f"; {dropped} were dropped for want of memory" if dropped else "")
+        self.storage_error = None
+        self.publisher.set_conditions()
+        self.notifier.status(self._status_line())
 
     def _publish_stats(self, elapsed):
         frames = self.counters.frames - self.counters.frames_at_last_stats
@@ -168,9 +262,11 @@ class Agent:
         stats = StatsPayload(
             device=self.config.device.id, t=format_utc(time.time()), uptime_s=time.monotonic() - self.started,
             fps=frames / elapsed, detect_ms=self.detect_ms.value, classify_ms=self.classify_ms.value,
-            faces_per_frame=self.faces_per_frame.value, outbox_depth=self.outbox.depth,
-            dropped_windows=self.outbox.dropped_total, frames_dropped=self.grabber.frames_dropped,
-            camera=self.grabber.state, cpu_temp_c=cpu_temperature_c(), rss_mb=rss_mb(),
+            faces_per_frame=self.faces_per_frame.value, outbox_depth=self._outbox_figure(lambda: self.outbox.depth),
+            dropped_windows=(self._outbox_figure(lambda: self.outbox.dropped_total) or 0) + self.held_dropped,
+            frames_dropped=self.grabber.frames_dropped, camera=self.grabber.state,
+            cpu_temp_c=cpu_temperature_c(), rss_mb=rss_mb(),
+            outbox_failing=self.storage_error is not None, windows_held=len(self.held),
         )
         self.publisher.publish_stats(stats)
 

@@ -13,6 +13,12 @@ A file that is not a database, or fails SQLite's quick check, is renamed to
 ``<name>.corrupt-<UTC time>`` for a person to inspect and a fresh outbox takes its
 place; a location that cannot be written raises OutboxError naming the path and why.
 
+A disk that refuses writes (full, read-only) makes append() raise OutboxError, whose ``reason``
+says why, and leaves the file as it was; the caller keeps the window. What is stored still
+opens and goes out: opening writes nothing to an outbox that is already current, and an
+acknowledged window whose delete fails is remembered, never sent again, and deleted by the
+next write that works.
+
 Opened with ``read_only=True`` (``edge-agent check``) it never writes, so it can look at the
 queue of a running agent, or of one whose disk has gone read-only. Which process may write it
 is settled by the agent's lock (lock.py), not here.
@@ -20,6 +26,7 @@ is settled by the agent's lock (lock.py), not here.
 
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -39,6 +46,15 @@ DEFAULT_MAX_AGE_S = 168 * 3600
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 _CORRUPT_CODES = (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+# Less room than this (SQLite's -shm alone takes 32 KiB) is a full disk, whatever SQLite calls it.
+_FULL_BYTES = 64 * 1024
+# What a disk that refuses writes looks like to SQLite, and what to tell the person who reads it.
+_STORAGE_HINTS = {
+    13: "the disk holding it is full: free space on it",                       # SQLITE_FULL
+    8: "the filesystem is read-only: an SD card that fails turns read-only",   # SQLITE_READONLY
+    10: "the disk fails to write: an SD card that fails turns read-only",      # SQLITE_IOERR
+    14: "the file cannot be opened for writing",                               # SQLITE_CANTOPEN
+}
 
 # A window is a few hundred bytes and the queue holds at most max_age_s of them, so one
 # simple table with the seq index (for the order) and a window_start index (for expiry)
@@ -62,7 +78,14 @@ _COMPANIONS = ("-wal", "-shm")
 
 
 class OutboxError(EdgeAgentError):
-    """The outbox file cannot be opened or written; the message names it and says why."""
+    """The outbox file cannot be opened or written; the message names it and says why.
+
+    ``reason`` is the why alone (SQLite's words), short enough for a status line.
+    """
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class _Corrupt(Exception):
@@ -116,6 +139,8 @@ class Outbox:
         # used by one thread at a time.
         self._lock = threading.Lock()
         self._db = None
+        # Acknowledged rows the disk would not let us delete: never sent again, deleted later.
+        self._unremoved = set()
         if read_only:
             self._db = self._open_read_only()
             return
@@ -132,8 +157,16 @@ class Outbox:
 
     # -- opening --------------------------------------------------------------------------
 
-    def _unwritable(self, reason):
-        return OutboxError(f"outbox {self.path} cannot be written: {reason}")
+    def _unwritable(self, reason, exc=None):
+        hint = _STORAGE_HINTS.get(_primary_code(exc))
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            free = None
+        # SQLite calls a full disk "disk I/O error" when it is the -shm file that finds no room.
+        if free is not None and free < _FULL_BYTES:
+            hint = f"the disk holding it is full ({free // 1024} KiB free): free space on it"
+        return OutboxError(f"outbox {self.path} cannot be written: {reason}" + (f" ({hint})" if hint else ""), reason)
 
     def _prepare_file(self):
         """Create the directory and the file, so an unwritable place fails with the OS's own reason."""
@@ -163,7 +196,7 @@ class Outbox:
         try:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise self._unwritable(str(exc)) from None
+            raise self._unwritable(str(exc), exc) from None
         try:
             # WAL: appends do not block the reader, and a commit is one sequential write.
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -177,7 +210,7 @@ class Outbox:
             db.close()
             if _primary_code(exc) in _CORRUPT_CODES:
                 raise _Corrupt(str(exc)) from None
-            raise self._unwritable(str(exc)) from None
+            raise self._unwritable(str(exc), exc) from None
         except BaseException:
             db.close()
             raise
@@ -213,7 +246,7 @@ class Outbox:
         try:
             db = sqlite3.connect(self._uri("ro"), uri=True, timeout=10, isolation_level=None)
         except sqlite3.Error as exc:
-            raise self._unwritable(str(exc)) from None
+            raise self._unwritable(str(exc), exc) from None
         try:
             rows = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
             if rows != ["ok"]:
@@ -234,11 +267,15 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             if _primary_code(exc) in _CORRUPT_CODES:
                 raise _Corrupt(str(exc)) from None
-            raise self._unwritable(str(exc)) from None
+            raise self._unwritable(str(exc), exc) from None
         finally:
             db.close()
 
     def _migrate(self, db):
+        if self._is_current(db):
+            # Nothing to write, so an outbox on a disk that has since filled still opens,
+            # and the windows it holds still go out.
+            return
         # IMMEDIATE takes the write lock now, so a read-only file fails here, at start,
         # and not at the first window.
         db.execute("BEGIN IMMEDIATE")
@@ -255,6 +292,20 @@ class Outbox:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _is_current(db):
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            return False
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"windows", "meta"} <= tables:
+            return False
+        keys = {row[0] for row in db.execute("SELECT key FROM meta")}
+        if not {"next_seq", "dropped_total", "last_window_end"} <= keys:
+            return False
+        behind = db.execute("""SELECT COUNT(*) FROM meta WHERE key = 'next_seq'
+                               AND value <= (SELECT MAX(seq) FROM windows)""").fetchone()[0]
+        return not behind
 
     def _move_aside(self, reason):
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
@@ -289,7 +340,10 @@ class Outbox:
         return self._db
 
     def _write(self, work):
-        """Run ``work(db)`` in one IMMEDIATE transaction; SQLite failures become OutboxError."""
+        """Run ``work(db)`` in one IMMEDIATE transaction; SQLite failures become OutboxError.
+
+        Rows whose delete failed earlier are deleted in the same transaction.
+        """
         if self.read_only:
             raise OutboxError(f"outbox {self.path} is open read-only")
         with self._lock:
@@ -298,13 +352,16 @@ class Outbox:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     result = work(db)
+                    if self._unremoved:
+                        db.executemany("DELETE FROM windows WHERE id = ?", [(i,) for i in self._unremoved])
                     db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise self._unwritable(str(exc)) from None
+                raise self._unwritable(str(exc), exc) from None
+            self._unremoved.clear()
             return result
 
     def _read(self, sql, params=()):
@@ -340,7 +397,8 @@ class Outbox:
 
     def pending(self, limit=100, exclude=()):
         """Up to ``limit`` stored windows, oldest first, leaving out the ids in ``exclude`` (in flight)."""
-        exclude = set(exclude)
+        with self._lock:
+            exclude = set(exclude) | self._unremoved
         # Filtering in Python keeps the SQL free of a variable-length IN list; the
         # in-flight set is small, so reading that many more rows costs nothing.
         rows = self._read("SELECT id, topic, payload, seq, window_start FROM windows ORDER BY seq LIMIT ?",
@@ -349,8 +407,25 @@ class Outbox:
         return found[:limit]
 
     def remove(self, row_id):
-        """Forget a window the broker acknowledged; an unknown id (already removed or dropped) is a no-op."""
-        self._write(lambda db: db.execute("DELETE FROM windows WHERE id = ?", (row_id,)))
+        """Forget a window the broker acknowledged; an unknown id (already removed or dropped) is a no-op.
+
+        Where the disk refuses the delete (full, read-only) the id is kept in memory instead:
+        ``pending()`` leaves it out, so the window is not sent again, and the next write that
+        works deletes it; the next append() reports the failure.
+        """
+        with self._lock:
+            self._unremoved.add(row_id)
+        try:
+            self._write(lambda db: None)
+        except OutboxError:
+            if self._db is None:
+                raise
+
+    def count_dropped(self, count):
+        """Add windows lost elsewhere (held in memory past its bound) to the persisted dropped total."""
+        if count:
+            self._write(lambda db: db.execute(
+                "UPDATE meta SET value = value + ? WHERE key = 'dropped_total'", (count,)))
 
     def drop_expired(self):
         """Delete windows that started more than ``max_age_s`` before now; count and log them."""
@@ -377,7 +452,7 @@ class Outbox:
     @property
     def depth(self):
         """Windows waiting for the broker."""
-        return self._read("SELECT COUNT(*) FROM windows")[0][0]
+        return self._read("SELECT COUNT(*) FROM windows")[0][0] - len(self._unremoved)
 
     @property
     def dropped_total(self):

@@ -87,6 +87,7 @@ class Publisher:
         self._status_lock = threading.Lock()
         self._camera = None
         self._camera_reason = None
+        self._conditions = {}         # clock / outbox problems for the status, while there are any
 
         self._wake = threading.Event()
         self._halt = False            # the sender thread ends
@@ -176,6 +177,17 @@ class Publisher:
         if self.connected:
             self._publish_status("online")
 
+    def set_conditions(self, *, clock=None, outbox=None):
+        """Republish the retained status when the clock or outbox problem (None: none) changes."""
+        conditions = {key: str(value)[:limit] for key, value, limit in (("clock", clock, 64), ("outbox", outbox, 200))
+                      if value is not None}
+        with self._status_lock:
+            if conditions == self._conditions:
+                return
+            self._conditions = conditions
+        if self.connected:
+            self._publish_status("online")
+
     def publish_stats(self, stats_payload):
         """Send health figures with QoS 0, not retained; dropped (False) while offline."""
         if not isinstance(stats_payload, StatsPayload):
@@ -191,7 +203,7 @@ class Publisher:
 
     def _status_payload(self, state):
         return StatusPayload(state=state, device=self.device, t=format_utc(time.time()), camera=self._camera,
-                             reason=self._camera_reason, version=self.version).to_json()
+                             reason=self._camera_reason, version=self.version, **self._conditions).to_json()
 
     def _publish_status(self, state):
         with self._status_lock:

@@ -146,6 +146,9 @@ class StatusPayload(_Strict):
     camera: Annotated[Text, Field(max_length=32)] | None = None
     reason: Annotated[Text, Field(max_length=500)] | None = None
     version: Annotated[Text, Field(max_length=32)] | None = None
+    # Present only while something is wrong: "waiting for sync", or why the outbox cannot be written.
+    clock: Annotated[Text, Field(max_length=64)] | None = None
+    outbox: Annotated[Text, Field(max_length=200)] | None = None
 
     def to_json(self):
         return self.model_dump_json(exclude_none=True).encode()
@@ -170,6 +173,8 @@ class StatsPayload(_Strict):
     camera: Annotated[Text, Field(max_length=32)] | None = None
     cpu_temp_c: Annotated[float, Field(ge=-100, le=200)] | None = None
     rss_mb: Gauge | None = None
+    outbox_failing: bool | None = None
+    windows_held: Count | None = None
 
     def to_json(self):
         return self.model_dump_json(exclude_none=True).encode()

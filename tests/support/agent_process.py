@@ -11,15 +11,16 @@ from support import DATA, REPO
 VIDEO = DATA / "test.mp4"
 
 
-def agent_config(path, port, *, outbox, window_s=2, fps=4, extra=""):
+def agent_config(path, port, *, outbox, window_s=2, fps=4, memory_windows=None, extra=""):
     """A looping-clip config with short windows."""
+    memory = "" if memory_windows is None else f"  memory_windows: {memory_windows}\n"
     path.write_text(
         f"device:\n  id: pi-test\n  site: north\n  room: '101'\n"
         f"camera:\n  source: {VIDEO}\n  loop: true\n  fps: {fps}\n  stall_s: 3\n  backoff_max_s: 2\n"
         f"window:\n  length_s: {window_s}\n  min_group: 1\n"
         f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  keepalive_s: 5\n  reconnect_max_s: 1\n"
         f"  stats_interval_s: 5\n"
-        f"outbox:\n  path: {outbox}\n" + extra)
+        f"outbox:\n  path: {outbox}\n{memory}" + extra)
     return path
 
 
