@@ -151,6 +151,12 @@ class OutboxConfig(Section):
         return self.path or default_state_dir("edge-agent") / "outbox.sqlite3"
 
 
+class ClockConfig(Section):
+    require_sync: bool = Field(
+        True, title="Stamp windows only once the system clock is synchronised (NTP)",
+        description="a Pi boots with a stale clock or at 1970; false only where the clock is right without NTP")
+
+
 class AgentConfig(ConfigFile):
     PATH_KEYS = (("detector", "cascade"), ("detector", "search", "state"), ("classifier", "model"), ("outbox", "path"),
                  *BROKER_PATH_KEYS)
@@ -162,6 +168,7 @@ class AgentConfig(ConfigFile):
     window: WindowConfig = Field(default_factory=WindowConfig)
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod

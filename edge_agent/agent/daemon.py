@@ -5,6 +5,11 @@ configured rate, labels its faces, counts them into the open window and, when a 
 closes, stores its payload in the outbox; the publisher sends the outbox. Frames, crops and
 boxes never leave this process: only window payloads are stored or sent.
 
+Windows are stamped by the AgentClock (clock.py): none before the system clock is synchronised
+(frames are analysed, the camera and the watchdog stay alive, and the status line and the journal
+say the agent is waiting, once a minute), and never a second time for one minute, however the
+clock steps.
+
 A disk that refuses writes (full, or an SD card gone read-only) never stops the loop: closed
 windows wait in memory, oldest first and at most ``outbox.memory_windows`` of them (the oldest
 beyond that are dropped and counted), the status line and the stats say so, and they are
@@ -22,6 +27,7 @@ from ..common.contract import StatsPayload, format_utc, topic
 from ..common.errors import EdgeAgentError
 from ..common.service import configure_logging, start_service
 from .capture import LatestFrameGrabber, open_source
+from .clock import AgentClock
 from .config import load_config
 from .health import cpu_temperature_c, rss_mb
 from .lock import OutboxLock
@@ -40,6 +46,8 @@ EXPIRY_CHECK_S = 60.0
 STORAGE_RETRY_S = 5.0
 # Free space below which the disk holding the outbox is called out at start.
 LOW_SPACE_BYTES = 1 << 20
+# How often the journal is told, again, that windows wait for the clock.
+CLOCK_LOG_EVERY_S = 60.0
 
 
 class MovingAverage:
@@ -60,7 +68,7 @@ class Counters:
 class Agent:
     """One configuration's worth of running parts; ``serve()`` runs until stopped or asked to reload."""
 
-    def __init__(self, config, notifier, stop, reload):
+    def __init__(self, config, notifier, stop, reload, clock: AgentClock | None = None):
         self.config = config
         self.notifier = notifier
         self._stop = stop
@@ -71,6 +79,9 @@ class Agent:
         self.emotions_topic = topic(config.mqtt.prefix, device.site, device.room, device.id, "emotions")
         self.tally = WindowTally(config.window.length_s, config.window.min_group,
                                  floor=self.outbox.last_window_end)
+        self.clock = clock or AgentClock(require_sync=config.clock.require_sync, length_s=config.window.length_s,
+                                         floor=self.tally.floor)
+        self._clock_condition = None  # what the status says about the clock
         self.held = deque()           # closed windows the outbox could not take yet, oldest first
         self.held_dropped = 0         # held windows pushed out by newer ones since the last good write
         self.storage_error = None     # the OutboxError of the write that failed, until one works
@@ -93,6 +104,10 @@ class Agent:
     def _status_line(self, camera=None, reason=None):
         camera = camera or self.grabber.state
         parts = []
+        if self.clock.waiting:
+            parts.append(self.clock.waiting_text())
+        elif self.clock.stamps.ahead_s:
+            parts.append(f"windows stamped {self.clock.stamps.ahead_s:.0f} s ahead of the clock (it stepped back)")
         if self.storage_error is not None:
             parts.append(f"OUTBOX NOT WRITABLE ({self.storage_error.reason}): {self._held_text()}")
         parts.append(f"camera {camera}" + (f" ({reason})" if reason and camera != "running" else ""))
@@ -164,6 +179,7 @@ class Agent:
         next_frame = time.monotonic()
         next_stats = next_frame + stats_every
         next_expiry = next_frame
+        next_clock_log = next_frame
         last_index = None
         while not self._stop.is_set() and not self._reload.is_set():
             now = time.monotonic()
@@ -173,6 +189,7 @@ class Agent:
             # A slow frame pushes the next one back rather than building a queue of them.
             next_frame = max(next_frame + interval, now)
             frame = self.grabber.next_frame(after_index=last_index, timeout=min(interval, 0.5))
+            stamp = self.clock.stamp()
             if frame is not None:
                 last_index = frame.index
                 result = self.pipeline.process(frame)
@@ -180,8 +197,18 @@ class Agent:
                 self.detect_ms.add(result.detect_s * 1000)
                 self.classify_ms.add(result.classify_s * 1000)
                 self.faces_per_frame.add(len(result.faces))
-                self._store(self.tally.add(frame.t, result.labels))
-            self._store(self.tally.close_due(time.time()))
+                if stamp is not None:
+                    self._store(self.tally.add(stamp, result.labels))
+            if stamp is not None:
+                self._store(self.tally.close_due(stamp))
+                self._report_clock()
+            elif now >= next_clock_log:
+                next_clock_log = now + CLOCK_LOG_EVERY_S
+                text = self.clock.waiting_text()
+                log.warning("%s: no window is stamped until the system clock is synchronised (NTP); "
+                            "frames are analysed meanwhile", text)
+                self._report_clock()
+            self._store(None)
             self._feed_watchdog()
             if now >= next_expiry:
                 next_expiry = now + EXPIRY_CHECK_S
@@ -190,6 +217,18 @@ class Agent:
                 next_stats = now + stats_every
                 self._publish_stats(stats_every)
                 self.notifier.status(self._status_line())
+
+    def _report_clock(self):
+        if self.clock.waiting:
+            condition = "waiting for sync"
+        elif self.clock.stamps.ahead_s:
+            condition = f"windows stamped {self.clock.stamps.ahead_s:.0f} s ahead"
+        else:
+            condition = None
+        if condition != self._clock_condition:
+            self._clock_condition = condition
+            self.publisher.set_condition("clock", condition)
+            self.notifier.status(self._status_line())
 
     def _feed_watchdog(self):
         # Only while frames arrive: a dead camera or a stuck loop must get the service restarted.
@@ -239,7 +278,7 @@ class Agent:
             log.error("%s; closed windows wait in memory (at most %d) until it can be written, tried every %g s",
                       exc, self.config.outbox.memory_windows, STORAGE_RETRY_S)
         self.storage_error = exc
-        self.publisher.set_conditions(outbox=f"cannot be written: {exc.reason}")
+        self.publisher.set_condition("outbox", f"cannot be written: {exc.reason}")
         self.notifier.status(self._status_line())
 
     def _storage_recovered(self):
@@ -253,7 +292,7 @@ class Agent:
         log.warning("outbox %s can be written again: the windows held in memory are stored%s", self.outbox.path,
                     f"; {dropped} were dropped for want of memory" if dropped else "")
         self.storage_error = None
-        self.publisher.set_conditions()
+        self.publisher.set_condition("outbox", None)
         self.notifier.status(self._status_line())
 
     def _publish_stats(self, elapsed):
@@ -267,6 +306,7 @@ class Agent:
             frames_dropped=self.grabber.frames_dropped, camera=self.grabber.state,
             cpu_temp_c=cpu_temperature_c(), rss_mb=rss_mb(),
             outbox_failing=self.storage_error is not None, windows_held=len(self.held),
+            clock_synced=self.clock.synced, clock_ahead_s=self.clock.stamps.ahead_s,
         )
         self.publisher.publish_stats(stats)
 

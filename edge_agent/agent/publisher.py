@@ -177,11 +177,15 @@ class Publisher:
         if self.connected:
             self._publish_status("online")
 
-    def set_conditions(self, *, clock=None, outbox=None):
-        """Republish the retained status when the clock or outbox problem (None: none) changes."""
-        conditions = {key: str(value)[:limit] for key, value, limit in (("clock", clock, 64), ("outbox", outbox, 200))
-                      if value is not None}
+    def set_condition(self, name, text):
+        """Republish the retained status when a problem (``clock`` or ``outbox``; None: gone) changes."""
+        limit = {"clock": 64, "outbox": 200}[name]
         with self._status_lock:
+            conditions = dict(self._conditions)
+            if text is None:
+                conditions.pop(name, None)
+            else:
+                conditions[name] = str(text)[:limit]
             if conditions == self._conditions:
                 return
             self._conditions = conditions

@@ -92,6 +92,10 @@ class Collector:
         text = (f"{'connected' if self.ingest.connected.is_set() else 'not connected'}; "
                 f"{counts['stored']} windows stored, {counts['duplicates']} duplicates, "
                 f"{counts['rejected']} messages rejected")
+        # Only when there are any: stamps from a clock that stepped back, or from one that is wrong.
+        if counts["ahead"] or counts["future"]:
+            text += (f" ({counts['future']} windows from more than a day ahead), "
+                     f"{counts['ahead']} stored stamped ahead of this clock")
         self.notifier.status(text)
         log.info("%s", text)
 

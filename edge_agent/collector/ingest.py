@@ -4,6 +4,14 @@ Windows are acknowledged to the broker only once they are committed to the store
 PUBACK on a persistent MQTT 5 session), so a collector killed mid-batch loses nothing: the
 broker delivers the unacknowledged windows again when it comes back, and the store keeps
 each (device, window_start) once.
+
+A window's time is its stamp, as the agent made it. An agent whose clock stepped back keeps
+stamping on from where it was, ahead of the clock, so that no (device, window_start) is ever
+used twice (agent/clock.py): such windows are stored under their stamps, and counted as
+``ahead`` with a rate-limited warning naming the device. A window stamped more than a day
+(MAX_AHEAD_S) ahead of this server's clock comes from a clock that is simply wrong: it is
+refused, counted as ``future`` (and ``rejected``), and never stored, so it cannot take the
+place of the real window for that minute later.
 """
 
 import logging
@@ -15,7 +23,7 @@ from collections import Counter
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ..common.contract import MessageError, parse_payload, parse_topic
+from ..common.contract import MAX_AHEAD_S, MessageError, parse_payload, parse_topic
 from ..common.mqtt import configure_tls, connect_options, new_client, set_credentials
 from .store import StoreError
 
@@ -34,6 +42,8 @@ RECEIVE_MAXIMUM = 4 * BATCH_SIZE
 # Rejections are logged at most this often per reason, with a count of those not shown.
 REJECT_LOG_EVERY_S = 10.0
 STORE_RETRY_S = 5.0
+# A window arrives when it ends; one stamped further ahead than this came from a clock ahead of ours.
+AHEAD_SLACK_S = 300
 
 
 class RateLimitedLog:
@@ -132,6 +142,19 @@ class Ingest:
         except MessageError as exc:
             self._reject(message, name, str(exc))
             return
+        if kind == "emotions":
+            ahead = payload.start_epoch + payload.window_s - self.clock()
+            if ahead > MAX_AHEAD_S:
+                self.counts["future"] += 1
+                self._reject(message, name, f"future window: window_start {payload.window_start} is "
+                             f"{ahead / 3600:.0f} h ahead of this server's clock (more than a day): the device's "
+                             "clock is wrong")
+                return
+            if ahead > AHEAD_SLACK_S:
+                self.counts["ahead"] += 1
+                self._rejections.warning(f"ahead {device}", f"device {device} sends windows stamped {ahead:.0f} s "
+                                         "ahead of this server's clock (its clock stepped back, or is ahead): "
+                                         "stored under their stamps")
         self._queue.put((kind, site, room, device, payload, message.mid, message.qos))
 
     def _reject(self, message, name, reason):

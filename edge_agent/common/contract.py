@@ -2,7 +2,8 @@
 the collector accepts, and how counts read as interest.
 
 Both sides import this module, so a payload the agent can build is exactly a payload the
-collector will store, and anything else is refused with a reason. The labels are the model's
+collector will store, and anything else is refused with a reason (the collector also refuses a
+window stamped more than MAX_AHEAD_S ahead of its own clock). The labels are the model's
 output order, which is FER-2013's; the agent sends counts only, and the interest ratio is the
 collector's interpretation of them.
 """
@@ -35,6 +36,9 @@ TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 # Counts are stored as SQL integers; this bound keeps every sum far from overflow.
 MAX_COUNT = 10**9
+# A window stamped further ahead of the receiver's clock than this comes from a clock that is
+# wrong, not from an agent holding its stamps ahead after a step back: the collector refuses it.
+MAX_AHEAD_S = 86400
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
@@ -175,6 +179,8 @@ class StatsPayload(_Strict):
     rss_mb: Gauge | None = None
     outbox_failing: bool | None = None
     windows_held: Count | None = None
+    clock_synced: bool | None = None
+    clock_ahead_s: Gauge | None = None
 
     def to_json(self):
         return self.model_dump_json(exclude_none=True).encode()

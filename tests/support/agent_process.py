@@ -11,8 +11,8 @@ from support import DATA, REPO
 VIDEO = DATA / "test.mp4"
 
 
-def agent_config(path, port, *, outbox, window_s=2, fps=4, memory_windows=None, extra=""):
-    """A looping-clip config with short windows."""
+def agent_config(path, port, *, outbox, window_s=2, fps=4, memory_windows=None, require_sync=False, extra=""):
+    """A looping-clip config with short windows; the clock is taken as it is unless ``require_sync``."""
     memory = "" if memory_windows is None else f"  memory_windows: {memory_windows}\n"
     path.write_text(
         f"device:\n  id: pi-test\n  site: north\n  room: '101'\n"
@@ -20,7 +20,8 @@ def agent_config(path, port, *, outbox, window_s=2, fps=4, memory_windows=None, 
         f"window:\n  length_s: {window_s}\n  min_group: 1\n"
         f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  keepalive_s: 5\n  reconnect_max_s: 1\n"
         f"  stats_interval_s: 5\n"
-        f"outbox:\n  path: {outbox}\n{memory}" + extra)
+        f"outbox:\n  path: {outbox}\n{memory}"
+        f"clock:\n  require_sync: {str(require_sync).lower()}\n" + extra)
     return path
 
 
