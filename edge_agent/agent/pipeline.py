@@ -83,7 +83,7 @@ def search_state_path(config) -> Path:
 def search_from_config(config, detector: FaceDetector, keep_state: bool = True) -> LearnedSearch | None:
     """The configured search over ``detector``, or None when every frame is searched whole."""
     search = config.detector.search
-    if search.mode == "off":
+    if search.mode == "whole":
         return None
     hand = None
     if search.mode == "bands":

@@ -1,13 +1,16 @@
-"""Milliseconds per frame of our pipeline against the seed's, on the same frames in one run.
+"""Milliseconds per frame of our face finding and pipeline against the seed's, on the same frames in one run.
 
 The seed's pipeline: Haar (1.1, 5, 30) on the full frame, then one Keras ``predict()`` per
-face. Ours: Haar on a frame shrunk to ``detect_width``, then every face of the frame in one
-int8 interpreter call. Both use one thread. Faces found are compared too (a face counts as
-found when a detection overlaps it by IoU >= 0.5): a faster pipeline that misses faces would
-be no gain.
+face. Ours: the learned search (see :mod:`edge_agent.agent.search`), then every face of the
+frame in one int8 interpreter call. Everything runs on one thread. Faces found are compared too:
+a faster search that misses faces would be no gain.
+
+Classroom-like frames are built from the faces the cascade finds in real photos, pasted with
+their surroundings and a classroom's perspective (:func:`edge_agent.tools.classroom.build_scenes`),
+and every search runs on each frame in turn, so a busy machine slows them alike.
 """
 
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -21,9 +24,14 @@ from ..agent.capture import Frame, OpenCVSource, sample_frames
 from ..agent.emotions import EmotionClassifier
 from ..agent.faces import FaceDetector
 from ..agent.pipeline import FramePipeline
+from ..agent.search import LearnedSearch
+from .classroom import build_scenes, faces_from_photos, score
 from .keras_model import model_inputs
 
 SEED_DETECTOR = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 30}
+# The default before the learned search: whole frames shrunk to 960 px wide.
+BEFORE_WIDTH = 960
+CONTEXT = 1.6
 
 
 # The six faces of the group photo (solvay_conference.jpg), boxes (x, y, w, h); the photo
@@ -145,27 +153,109 @@ def compare(frames, seed, ours, repeats, true_faces=None):
     }
 
 
-def analyze_rss_mb(video, detect_width):
-    """Peak resident memory of ``edge-agent analyze`` on a video, in its own process (no TensorFlow)."""
+def analyze_rss_mb(video, config_text: str) -> float:
+    """Peak resident memory of ``edge-agent analyze`` on a video with this config, in its own process."""
     with tempfile.TemporaryDirectory() as directory:
         config = Path(directory) / "agent.yaml"
-        config.write_text(f"detector:\n  detect_width: {detect_width}\n")
-        subprocess.run([sys.executable, "-m", "edge_agent.agent.cli", "analyze", str(video), "--sample-fps", "0",
-                        "--json", "--config", str(config)], check=True, capture_output=True)
-    # The largest resident set of any child so far, in KiB on Linux: run this before other children.
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        config.write_text(config_text)
+        child = subprocess.Popen([sys.executable, "-m", "edge_agent.agent.cli", "analyze", str(video),
+                                  "--sample-fps", "0", "--json", "--config", str(config)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # wait4 gives this child's own peak, where getrusage(RUSAGE_CHILDREN) keeps the highest of all.
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise RuntimeError(f"edge-agent analyze {video} exited {child.returncode}")
+    return usage.ru_maxrss / 1024
 
 
-def bench_pipeline(scenes, cascade, model_path, keras_model, repeats=3):
-    """Rows of figures, one per scene: (name, frames, true faces per frame or None, detect_width)."""
+def classroom_scenes(photos, cascade, frames: int, width: int, height: int, seed: int = 0):
+    """``frames`` classroom-like frames of 20-40 faces of 24-120 px cut from ``photos``."""
+    faces = faces_from_photos(photos, cascade, context=CONTEXT)
+    if not len(faces):
+        raise ValueError(f"no face found in {', '.join(map(str, photos))}")
+    return build_scenes(faces, np.zeros(len(faces), int), frames, width=width, height=height, seed=seed,
+                        face_fraction=1 / CONTEXT)
+
+
+def bench_search(scenes, cascade, learn_frames: int, full_every: int) -> dict:
+    """The seed's search, the previous default and the learned search on the same frames, frame by frame.
+
+    Faces found are scored on the frames after learning; the learned search's learning frames
+    (whole-frame searches) are timed apart, and its steady cost counts one whole frame in
+    ``full_every``.
+    """
+    cv2.setNumThreads(1)
+    seed = FaceDetector(cascade, detect_width=0, **SEED_DETECTOR)
+    before = FaceDetector(cascade, detect_width=BEFORE_WIDTH, **SEED_DETECTOR)
+    learned = LearnedSearch(FaceDetector(cascade, detect_width=0, **SEED_DETECTOR), learn_frames=learn_frames,
+                            full_every=10 ** 9)
+    finders = {"seed": seed.detect, "before": before.detect, "learned": learned.detect}
+    ms = {name: [] for name in finders}
+    boxes = {name: [] for name in finders}
+    learned_wall = 0.0
+    for number, scene in enumerate(scenes):
+        if number == learn_frames:
+            learned.detector.cascade_seconds = learned_wall = 0.0
+        for name, detect in finders.items():
+            started = time.perf_counter()
+            found = detect(scene.image)
+            elapsed = time.perf_counter() - started
+            ms[name].append(elapsed * 1000)
+            boxes[name].append((found, ["neutral"] * len(found)))
+            if name == "learned":
+                learned_wall += elapsed
+    scored = scenes[learn_frames:]
+    rows = {}
+    for name in finders:
+        result = score(scored, boxes[name][learn_frames:])
+        rows[name] = {"ms": float(np.mean(ms[name][learn_frames:])), "found": result["found"],
+                      "found_by_size": result["found_by_size"], "false_detections": result["false_detections"]}
+    learning_ms = float(np.mean(ms["learned"][:learn_frames]))
+    rows["learned"].update(
+        learning_ms=learning_ms, bands_ms=rows["learned"]["ms"],
+        ms=((full_every - 1) * rows["learned"]["ms"] + learning_ms) / full_every,
+        bands=learned.plan.describe(),
+        overhead_pct=100.0 * (learned_wall - learned.cascade_seconds) / learned_wall if learned_wall else 0.0)
+    height, width = scenes[0].image.shape
+    return {"frame": f"{width}x{height}", "frames": len(scored), "faces": sum(len(s.faces) for s in scored),
+            "learn_frames": learn_frames, "full_every": full_every, **{f"{k}": v for k, v in rows.items()}}
+
+
+def format_search(result: dict) -> str:
+    sizes = list(result["seed"]["found_by_size"])
+    lines = [f"classroom {result['frame']}: {result['frames']} frames after {result['learn_frames']} learning "
+             f"frames, {result['faces']} faces; faces found by width, one thread",
+             f"  {'search':<34}{'ms/frame':>9}{'x seed':>7}{'found':>7}" + "".join(f"{s:>10}" for s in sizes)
+             + f"{'false':>7}"]
+    seed_ms = result["seed"]["ms"]
+    names = {"seed": "seed (Haar 1.1/5/30, whole frame)", "before": f"previous default (width {BEFORE_WIDTH})",
+             "learned": f"learned bands (+1 whole in {result['full_every']})"}
+    for key, label in names.items():
+        row = result[key]
+        by_size = "".join(f"{100 * share:9.0f}%" if share is not None else f"{'-':>10}"
+                          for share, _ in row["found_by_size"].values())
+        lines.append(f"  {label:<34}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x{100 * row['found']:6.1f}%"
+                     f"{by_size}{row['false_detections']:7d}")
+    learned = result["learned"]
+    lines.append(f"  learned search: {learned['learning_ms']:.1f} ms per learning frame (whole frames), "
+                 f"{learned['bands_ms']:.1f} ms per banded frame; its own work {learned['overhead_pct']:.1f}% "
+                 f"of its time; bands: {learned['bands']}")
+    return "\n".join(lines)
+
+
+def bench_pipeline(scenes, cascade, model_path, keras_model, repeats=3, learn_frames=60):
+    """Rows of figures, one per scene: (name, frames, true faces per frame or None, search), where search
+    is a ``detect_width`` for whole-frame searches or "learned" for the default learned search."""
     cv2.setNumThreads(1)
     seed = SeedPipeline(cascade, keras_model)
     classifier = EmotionClassifier(model_path, num_threads=1)
     rows = []
-    for name, frames, true_faces, detect_width in scenes:
-        ours = FramePipeline(FaceDetector(cascade, detect_width=detect_width, **SEED_DETECTOR), classifier)
-        rows.append({"scene": name, "detect_width": detect_width,
-                     **compare(frames, seed, ours, repeats, true_faces)})
+    for name, frames, true_faces, search in scenes:
+        detector = FaceDetector(cascade, detect_width=0 if search == "learned" else search, **SEED_DETECTOR)
+        finder = LearnedSearch(detector, learn_frames=learn_frames) if search == "learned" else None
+        ours = FramePipeline(detector, classifier, finder)
+        rows.append({"scene": name, "search": search, **compare(frames, seed, ours, repeats, true_faces)})
     return rows
 
 
