@@ -160,6 +160,7 @@ class Agent:
 
     def close(self):
         self.grabber.stop()
+        self.pipeline.close()
         self.publisher.stop()
         self.outbox.close()
 

@@ -120,7 +120,7 @@ def test_no_window_is_lost_through_a_broker_outage_and_a_killed_agent(tmp_path, 
 def test_sigterm_saves_the_open_window_and_says_stopped(tmp_path, agents):
     with Mosquitto() as broker, Subscriber(broker.port, [EMOTIONS, STATUS]) as subscriber:
         config = write_config(tmp_path / "agent.yaml", broker.port, outbox=tmp_path / "outbox.sqlite3",
-                              window_s=3600)
+                              window_s=3600, extra="detector:\n  search:\n    learn_frames: 2\n")
         agent = agents(config)
         subscriber.wait_for(lambda messages: any(json.loads(p).get("camera") == "running"
                                                  for n, p, _ in messages if n == STATUS), timeout=30)
@@ -131,6 +131,9 @@ def test_sigterm_saves_the_open_window_and_says_stopped(tmp_path, agents):
         (window,) = windows(subscriber)
         assert window.frames >= 4 and window.window_s == 3600
         assert json.loads(subscriber.payloads("/status")[-1])["state"] == "stopped"
+    # What the face search learned is kept beside the outbox for the next start.
+    learned = json.loads((tmp_path / "face_search.json").read_text())
+    assert learned["frame"] and learned["observations"] and learned["bands"]
 
 
 def test_broker_unreachable_at_start_queues_windows(tmp_path, agents):
