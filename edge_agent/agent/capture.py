@@ -296,7 +296,7 @@ class Picamera2Source(FrameSource):
         try:
             camera = Picamera2()
         except Exception as exc:
-            raise CaptureError(f"cannot open the {self.name}: {exc}") from None
+            raise CaptureError(f"cannot open the {self.name}: {self._why_not_opened(Picamera2, exc)}") from None
         try:
             # "RGB888" is picamera2's name for BGR byte order, what OpenCV expects.
             size = (self.width, self.height)
@@ -306,6 +306,20 @@ class Picamera2Source(FrameSource):
             camera.close()
             raise CaptureError(f"cannot start the {self.name} at {self.width}x{self.height}: {exc}") from None
         self._camera = camera
+
+    @staticmethod
+    def _why_not_opened(picamera2, exc):
+        """What to tell the user: picamera2 0.3 wraps a missing and a busy camera alike in "Camera
+        __init__ sequence did not complete.", so libcamera's list of cameras tells them apart."""
+        try:
+            cameras = picamera2.global_camera_info()
+        except Exception:
+            return str(exc) or type(exc).__name__
+        if not cameras:
+            return ("libcamera finds no camera (is the ribbon cable seated, the right way round, "
+                    "and the camera detected: rpicam-hello --list-cameras?)")
+        return (f"libcamera lists {len(cameras)} camera(s) but cannot open the first: another program "
+                f"(or a running agent, when this is check) is using it ({exc})")
 
     def read(self):
         if self._camera is None:
