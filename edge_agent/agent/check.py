@@ -1,12 +1,24 @@
-"""``edge-agent check``: what IT runs after setup, a verdict for each part the agent needs."""
+"""``edge-agent check``: what IT runs after setup, a verdict for each part the agent needs.
+
+With ``--snapshot FILE`` it also draws the one frame the camera check read, with the faces the
+configured detector and model find in it, into FILE (see :mod:`edge_agent.agent.snapshot`); the
+frame is otherwise dropped as soon as its size is known.
+"""
+
+import sys
+from pathlib import Path
+from typing import TextIO
 
 from ..common.check import print_verdicts, run_checks
+from ..common.errors import EdgeAgentError
 from ..common.mqtt import probe_broker
-from .capture import CaptureError, open_source
+from .capture import CaptureError, Frame, open_source
 from .config import load_config
 from .emotions import EmotionClassifier
 from .faces import FaceDetector
 from .outbox import Outbox
+from .pipeline import FramePipeline
+from .snapshot import draw_snapshot, encode, search_bands, writable_target, write_private
 
 
 def _config(path):
@@ -22,15 +34,15 @@ def _model(config):
     return f"{classifier.tag} on {classifier.runtime}; cascade {config.detector.cascade.name}"
 
 
-def _camera(config):
+def _read_frame(config) -> tuple[str, Frame]:
+    """The camera's name and one frame from it."""
     camera = config.camera
     source = open_source(camera.backend, camera.source, width=camera.width, height=camera.height)
     with source:
         frame = source.read()
     if frame is None:
         raise CaptureError(f"{source.name} opened but gave no frame")
-    height, width = frame.image.shape[:2]
-    return f"{source.name}: {width}x{height} frames"
+    return source.name, frame
 
 
 def _outbox(config):
@@ -44,9 +56,40 @@ def _broker(config):
     return probe_broker(config.mqtt, client_id=f"{config.device.id}-check")
 
 
-PARTS = (("model", _model), ("camera", _camera), ("outbox", _outbox), ("broker", _broker))
+def _snapshot(config, frame: Frame | None, path: Path, err: TextIO) -> str:
+    if frame is None:
+        raise EdgeAgentError(f"{path} not written: the camera gave no frame")
+    # keep_state=False: one frame must neither read as learning nor overwrite what the agent learned.
+    pipeline = FramePipeline.from_config(config, keep_state=False)
+    result = pipeline.process(frame)
+    height, width = frame.image.shape[:2]
+    bands, about_bands = search_bands(config, pipeline, width, height)
+    drawn = draw_snapshot(frame.image, result, pipeline.detector, bands)
+    write_private(path, encode(drawn, path), "snapshot")
+    print(f"edge-agent: {path} shows one frame of the camera with {len(result.faces)} face(s) boxed and "
+          "labelled: pictures of people. Nothing else keeps or sends it; it is yours to delete.", file=err)
+    labels = ", ".join(f"{label} {result.labels.count(label)}" for label in dict.fromkeys(result.labels))
+    return f"{path}: {len(result.faces)} face(s){' (' + labels + ')' if labels else ''}; {about_bands}"
 
 
-def check(config_path, out) -> int:
-    """Print a verdict for the config, model, camera, outbox and broker; 0 when all is well, else 1."""
-    return print_verdicts(run_checks(lambda: _config(config_path), PARTS), out)
+def check(config_path: Path, out: TextIO, snapshot: Path | None = None, err: TextIO = sys.stderr) -> int:
+    """Print a verdict for the config, model, camera, outbox and broker; 0 when all is well, else 1.
+
+    With ``snapshot``, the camera's frame is also drawn with its faces into that file (checked
+    writable first: an EdgeAgentError, exit status 2, before anything is read).
+    """
+    if snapshot is not None:
+        snapshot = writable_target(snapshot, "snapshot")
+    frames = []
+
+    def camera(config):
+        name, frame = _read_frame(config)
+        if snapshot is not None:
+            frames.append(frame)
+        height, width = frame.image.shape[:2]
+        return f"{name}: {width}x{height} frames"
+
+    parts = [("model", _model), ("camera", camera), ("outbox", _outbox), ("broker", _broker)]
+    if snapshot is not None:
+        parts.append(("picture", lambda config: _snapshot(config, frames[0] if frames else None, snapshot, err)))
+    return print_verdicts(run_checks(lambda: _config(config_path), parts), out)

@@ -175,7 +175,7 @@ def cmd_demo(args):
 def cmd_check(args):
     from .check import check
 
-    return check(args.config, sys.stdout)
+    return check(args.config, sys.stdout, snapshot=args.snapshot)
 
 
 def cmd_bench_model(args):
@@ -400,6 +400,10 @@ def build_parser():
                     "one frame from the camera, opens the outbox and connects to the broker. Exit status 0 "
                     "when all is well, 1 when something is not.")
     check.add_argument("--config", type=Path, required=True, help="agent config YAML")
+    check.add_argument("--snapshot", type=Path, metavar="FILE.jpg",
+                       help="also write the frame read from the camera, each face found boxed and labelled, "
+                            "to this file (.jpg or .png, mode 0600): to see what the camera finds when "
+                            "mounting it. Only written when asked; the running agent never writes one")
     check.set_defaults(handler=cmd_check)
 
     demo = commands.add_parser(
