@@ -37,8 +37,9 @@ setup(
     data_files=[("share/edge-agent/models", MODEL_FILES)],
     install_requires=requirements("common", "agent"),
     extras_require={
-        # Only for building and training the model and for the Keras baseline; never needed on a Pi.
-        "model": ["tensorflow-cpu==2.21.*", "tf_keras==2.21.*"],
+        # Only for building, training and explaining the model and for the Keras baseline; never
+        # needed on a Pi. matplotlib draws `edge-agent explain`'s sheets.
+        "model": ["tensorflow-cpu==2.21.*", "tf_keras==2.21.*", "matplotlib>=3.7"],
         # The demo runs the collector beside two agents; mosquitto, or the embedded broker
         # (amqtt: MQTT 3.1.1, pure Python) where mosquitto is not installed.
         "demo": ["amqtt>=0.11", *requirements("collector")],

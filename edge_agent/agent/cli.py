@@ -172,6 +172,12 @@ def cmd_demo(args):
     main(args)
 
 
+def cmd_explain(args):
+    from ..tools.explain import main
+
+    main(args)
+
+
 def cmd_check(args):
     from .check import check
 
@@ -405,6 +411,32 @@ def build_parser():
                             "to this file (.jpg or .png, mode 0600): to see what the camera finds when "
                             "mounting it. Only written when asked; the running agent never writes one")
     check.set_defaults(handler=cmd_check)
+
+    explain = commands.add_parser(
+        "explain", help="what the emotion model looks at: guided backpropagation and Grad-CAM maps, as a PNG sheet",
+        description="Guided-backpropagation and Grad-CAM maps of the float model the int8 one is built from, "
+                    "for the faces found in images or for faces of a labelled npz: per face, the crop and the "
+                    "maps for the predicted and (npz) the true emotion; with --average, each emotion's mean map "
+                    "over the faces labelled with it, and how much of it lies on the eyes, nose and mouth. "
+                    "Needs the [model] extra; never for a Pi.",
+        epilog="Privacy: a per-face sheet shows people's faces. It is written only to --out, readable by you "
+               "alone; delete it when done.")
+    explain.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files to find faces in")
+    explain.add_argument("--data", type=Path, help="npz of labelled faces ('images' uint8 [N,H,W], 'labels' 0..6)")
+    explain.add_argument("--average", action="store_true",
+                         help="per emotion, the mean map over --per-class faces labelled with it")
+    explain.add_argument("--out", type=Path, required=True, metavar="FILE.png", help="the sheet to write")
+    explain.add_argument("--model", type=Path,
+                         help="float Keras .h5/.hdf5 (default: the shipped model's float weights, fetched once)")
+    explain.add_argument("--faces", type=positive_int, default=8,
+                         help="faces on a per-face sheet; from --data, its first ones (default: %(default)s)")
+    explain.add_argument("--per-class", type=positive_int, default=300,
+                         help="faces averaged per emotion with --average (default: %(default)s)")
+    explain.add_argument("--layer", help="layer Grad-CAM weighs (default: the last convolutional feature maps)")
+    explain.add_argument("--config", type=Path, help="agent config whose detector finds faces in images "
+                                                     "(default: built-in defaults)")
+    explain.add_argument("--json", action="store_true", help="with --average, print the figures as one JSON object")
+    explain.set_defaults(handler=cmd_explain)
 
     demo = commands.add_parser(
         "demo", help="the whole product on this machine: broker, two agents on sample media, collector, dashboard",
