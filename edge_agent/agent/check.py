@@ -17,7 +17,8 @@ from .config import load_config
 from .emotions import EmotionClassifier
 from .faces import FaceDetector
 from .outbox import Outbox
-from .pipeline import FramePipeline
+from .pipeline import FramePipeline, search_state_path
+from .search import describe_state
 from .snapshot import draw_snapshot, encode, search_bands, writable_target, write_private
 
 
@@ -50,6 +51,15 @@ def _outbox(config):
     # Read-only where it exists: the agent beside us may be writing it, or its disk may be full.
     with Outbox(path, max_age_s=config.outbox.max_age_h * 3600, read_only=path.exists()) as outbox:
         return f"{path}: {outbox.depth} window(s) waiting, next seq {outbox.next_seq}"
+
+
+def _search(config):
+    search = config.detector.search
+    if search.mode == "whole":
+        return "every frame searched whole (detector.search.mode: whole)"
+    if search.mode == "bands":
+        return f"{len(search.bands)} hand-set band(s)"
+    return describe_state(search_state_path(config))
 
 
 def _broker(config):
@@ -89,7 +99,7 @@ def check(config_path: Path, out: TextIO, snapshot: Path | None = None, err: Tex
         height, width = frame.image.shape[:2]
         return f"{name}: {width}x{height} frames"
 
-    parts = [("model", _model), ("camera", camera), ("outbox", _outbox), ("broker", _broker)]
+    parts = [("model", _model), ("camera", camera), ("search", _search), ("outbox", _outbox), ("broker", _broker)]
     if snapshot is not None:
         parts.append(("picture", lambda config: _snapshot(config, frames[0] if frames else None, snapshot, err)))
     return print_verdicts(run_checks(lambda: _config(config_path), parts), out)

@@ -286,15 +286,27 @@ class LearnedSearch:
         return f"learned from {len(self.observations)} faces: {self.plan.describe()}"
 
 
+def read_state(path: Path) -> tuple[list[int], Plan, int, str]:
+    """(frame size, bands, faces learned from, camera) of a state file, read only.
+
+    Raises FileNotFoundError when there is none, ValueError when it is damaged.
+    """
+    try:
+        state = json.loads(Path(path).read_text())
+        plan = Plan(tuple(Band(**band) for band in state["bands"]))
+        return [int(v) for v in state["frame"]], plan, len(state["observations"]), str(state.get("camera"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is damaged ({exc})") from None
+
+
 def describe_state(path: Path) -> str:
     """What a state file says, for ``edge-agent check``; read-only, safe beside a running agent."""
     try:
-        state = json.loads(Path(path).read_text())
-        frame = "x".join(map(str, state["frame"]))
-        plan = Plan(tuple(Band(**b) for b in state["bands"]))
-        observations = state["observations"]
+        frame, plan, faces, camera = read_state(path)
     except FileNotFoundError:
-        return f"{path}: nothing learned yet (the agent learns the bands in its first minutes)"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return f"{path} is damaged ({exc}); the agent will discard it and learn again"
-    return f"{path}: {len(observations)} faces at {frame} from {state.get('camera')}: {plan.describe()}"
+        return f"{path}: nothing learned yet (the agent learns its bands in its first minutes)"
+    except ValueError as exc:
+        return f"{exc}; the agent will discard it and learn again"
+    return f"{path}: learned from {faces} faces at {'x'.join(map(str, frame))} from {camera}: {plan.describe()}"

@@ -14,7 +14,6 @@ Invariants:
   search that keeps nothing: the agent's learned state is read, never written.
 """
 
-import json
 import os
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from ..common.charts import EMOTION_COLORS
 from ..common.errors import EdgeAgentError
 from .faces import CASCADE_WINDOW, FaceDetector
 from .pipeline import FramePipeline, FrameResult, search_state_path
-from .search import Band
+from .search import Band, read_state
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Cyan: no emotion's colour, so a band is never mistaken for a face's box.
@@ -117,13 +116,12 @@ def search_bands(config, pipeline: FramePipeline, width: int, height: int) -> tu
         return bands, f"{len(bands)} hand-set band(s)"
     path = search_state_path(config)
     try:
-        state = json.loads(path.read_text())
-        frame = list(state["frame"])
-        bands = tuple(Band(**band) for band in state["bands"])
+        frame, plan, _, _ = read_state(path)
     except FileNotFoundError:
         return (), f"no bands learned yet ({path} does not exist)"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return (), f"learned bands not drawn: {path} is damaged ({exc})"
+    except ValueError as exc:
+        return (), f"learned bands not drawn: {exc}"
+    bands = plan.bands
     if frame != [width, height]:
         return (), f"learned bands not drawn: {path} is for {'x'.join(map(str, frame))} frames, not {width}x{height}"
     return bands, f"{len(bands)} band(s) learned in {path}"

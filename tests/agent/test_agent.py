@@ -8,11 +8,14 @@ import subprocess
 import sys
 import time
 
+import cv2
 import pytest
 
+from edge_agent.agent.faces import FaceDetector
 from edge_agent.agent.outbox import Outbox
+from edge_agent.agent.search import LearnedSearch
 from edge_agent.common.contract import parse_payload
-from support import DATA, REPO, free_port, run_cli
+from support import CASCADE, DATA, REPO, free_port, run_cli
 from support.broker import Mosquitto, Subscriber
 
 VIDEO = DATA / "test.mp4"
@@ -247,11 +250,18 @@ def test_check_reports_each_part(tmp_path):
     with Mosquitto() as broker:
         config = write_config(tmp_path / "agent.yaml", broker.port, outbox=tmp_path / "o.sqlite3")
         result = run_cli("check", "--config", config)
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    assert [line.split()[:2] for line in lines[:5]] == [
-        ["config", "ok"], ["model", "ok"], ["camera", "ok"], ["outbox", "ok"], ["broker", "ok"]]
-    assert "596x336 frames" in result.stdout and lines[-1] == "all good"
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert [line.split()[:2] for line in lines[:6]] == [["config", "ok"], ["model", "ok"], ["camera", "ok"],
+                                                            ["search", "ok"], ["outbox", "ok"], ["broker", "ok"]]
+        assert "596x336 frames" in result.stdout and lines[-1] == "all good"
+        assert "nothing learned yet" in lines[3]
+
+        search = LearnedSearch(FaceDetector(CASCADE), learn_frames=1, state_path=tmp_path / "face_search.json")
+        search.detect(cv2.imread(str(DATA / "justin.jpg"), cv2.IMREAD_GRAYSCALE))
+        learned = run_cli("check", "--config", config).stdout.splitlines()[3]
+    assert learned.split()[:2] == ["search", "ok"]
+    assert "learned from 1 faces at" in learned and "rows" in learned
 
 
 def test_check_names_what_is_wrong(tmp_path):
@@ -259,7 +269,7 @@ def test_check_names_what_is_wrong(tmp_path):
     config.write_text(config.read_text().replace(str(VIDEO), str(tmp_path / "gone.mp4")))
     result = run_cli("check", "--config", config)
     assert result.returncode == 1
-    verdicts = {line.split()[0]: line for line in result.stdout.splitlines()[:5]}
+    verdicts = {line.split()[0]: line for line in result.stdout.splitlines()[:6]}
     assert verdicts["camera"].split()[1] == "FAIL" and "gone.mp4 does not exist" in verdicts["camera"]
     assert verdicts["broker"].split()[1] == "FAIL"
     assert verdicts["model"].split()[1] == "ok"
