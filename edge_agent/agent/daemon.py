@@ -21,6 +21,7 @@ import shutil
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import __version__
 from ..common.contract import StatsPayload, format_utc, topic
@@ -312,7 +313,7 @@ class Agent:
         self.publisher.publish_stats(stats)
 
 
-def run(config_path):
+def run(config_path: Path) -> int:
     """``edge-agent run``: serve until SIGTERM, re-reading the config on SIGHUP. Returns the exit status.
 
     Only one agent serves an outbox: a second ``run`` on the same one stops with AlreadyRunning (exit 2).
