@@ -25,7 +25,7 @@ def _config(args):
 def _open_store(config, url=None):
     from .store import Store
 
-    return Store(url or config.store.resolved_url(), retention_days=config.store.retention_days)
+    return Store.from_config(config.store, url)
 
 
 def cmd_run(args):

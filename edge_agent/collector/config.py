@@ -48,6 +48,19 @@ class StoreConfig(Section):
                                         "or postgresql://USER@HOST/DB")
     retention_days: Annotated[float, Field(gt=0)] | None = Field(
         365.0, title="Windows older than this many days are deleted (null: kept for ever)")
+    stats_retention_days: Annotated[float, Field(gt=0)] = Field(
+        30.0, title="Device stats older than this many days are deleted")
+    stats_detail_days: Annotated[float, Field(gt=0)] = Field(
+        1.0, title="Device stats younger than this many days are kept as sent; older ones as hourly summaries")
+
+    @field_validator("stats_detail_days")
+    @classmethod
+    def _detail_within_retention(cls, value, info):
+        retention = info.data.get("stats_retention_days")
+        if retention is not None and value > retention:
+            raise ValueError(f"{value:g} days is longer than stats_retention_days ({retention:g}): "
+                             "nothing would be summarised")
+        return value
 
     def resolved_url(self):
         """The URL; the default SQLite file's directory is made here, as systemd's StateDirectory= would."""

@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 STORE_RETRY_MAX_S = 60.0
 STATS_EVERY_S = 60.0
 RETENTION_EVERY_S = 6 * 3600
+# Stats are summarised an hour at a time, so pruning hourly keeps each run to an hour of rows.
+STATS_PRUNE_EVERY_S = 3600
 # The main loop's tick: the watchdog is pinged and stop requests are noticed at least this often.
 TICK_S = 1.0
 
@@ -23,7 +25,7 @@ def open_store(config, notifier, stop):
     delay = 1.0
     while True:
         try:
-            return Store(config.resolved_url(), retention_days=config.retention_days)
+            return Store.from_config(config)
         except StoreError as exc:
             log.error("%s; retrying in %g s", exc, delay)
             notifier.status(f"waiting for the store: {exc}")
@@ -55,12 +57,15 @@ class Collector:
         self.ingest = Ingest(self.store, mqtt, client_id=mqtt.client_id, shared_group=mqtt.shared_group)
         self.ingest.start()
         self.notifier.ready(f"subscribing on {mqtt.host}:{mqtt.port}")
-        next_dashboard = next_stats = next_retention = time.monotonic()
+        next_dashboard = next_stats = next_retention = next_prune = time.monotonic()
         while not self.stop.is_set():
             now = time.monotonic()
             if now >= next_retention:
                 self._guarded(self._apply_retention)
                 next_retention = now + RETENTION_EVERY_S
+            if now >= next_prune:
+                self._guarded(self._prune_stats)
+                next_prune = now + STATS_PRUNE_EVERY_S
             if now >= next_dashboard:
                 self._guarded(self._build_dashboard)
                 next_dashboard = time.monotonic() + self.config.dashboard.refresh_s
@@ -81,6 +86,12 @@ class Collector:
         deleted = self.store.apply_retention()
         if deleted:
             log.info("retention: deleted %d windows older than %g days", deleted, self.store.retention_days)
+
+    def _prune_stats(self):
+        summarised, deleted = self.store.prune_stats()
+        if summarised or deleted:
+            log.info("stats: %d rows summarised per hour, %d older than %g days deleted", summarised, deleted,
+                     self.store.stats_retention_days)
 
     def _build_dashboard(self):
         result = self.dashboard.build(self.store)

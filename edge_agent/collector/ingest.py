@@ -1,9 +1,9 @@
 """MQTT in: every device's windows, status and stats, validated against the contract, stored in batches.
 
-Windows are acknowledged to the broker only once they are committed to the store (manual
-PUBACK on a persistent MQTT 5 session), so a collector killed mid-batch loses nothing: the
-broker delivers the unacknowledged windows again when it comes back, and the store keeps
-each (device, window_start) once.
+Windows (and the status and stats beside them in a batch) are acknowledged to the broker only
+once they are committed to the store (manual PUBACK on a persistent MQTT 5 session), so a
+collector killed mid-batch loses nothing: the broker delivers the unacknowledged windows again
+when it comes back, and the store keeps each (device, window_start) once.
 
 A window's time is its stamp, as the agent made it. An agent whose clock stepped back keeps
 stamping on from where it was, ahead of the clock, so that no (device, window_start) is ever
@@ -200,6 +200,7 @@ class Ingest:
             seen[device] = (site, room)
             if kind == "status":
                 self.store.set_status(payload, site=site, room=room, received_at=now)
+        self.store.add_stats([(item[3], item[4]) for item in batch if item[0] == "stats"], received_at=now)
         # Once per device and batch, all in one statement: a backlog batch names hundreds of devices.
         self.store.touch_many(seen, seen_at=now)
         # Only now is every window of the batch safe: acknowledge them to the broker.

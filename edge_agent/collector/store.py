@@ -1,10 +1,18 @@
-"""Windows and device liveness in SQL: SQLite on one server, PostgreSQL when the school has one.
+"""Windows, device liveness and device stats in SQL: SQLite on one server, PostgreSQL when the school has one.
 
 One code path serves both through SQLAlchemy Core. A window is identified by
 ``(device, window_start)`` and stored once however often MQTT delivers it (QoS 1 is
 at-least-once), so every insert is ``ON CONFLICT DO NOTHING``.
+
+Stats are stored as sent, one row per message keyed by ``(device, at)``, ``at`` being when the
+collector received it (the agent's own stamp is kept as ``sent_at``: a Pi's clock may be wrong).
+Rows older than ``stats_detail_days`` are summarised per device and hour (levels averaged,
+counters and peaks kept at their highest, the camera state last seen; ``summary`` true,
+``samples`` the messages it stands for), and every row older than ``stats_retention_days`` is
+deleted, so a 500-device school keeps about a day of minutes and a month of hours.
 """
 
+import itertools
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from ..common.contract import EMOTIONS, SCHEMA_VERSION, EmotionsPayload, format_utc
+from ..common.contract import EMOTIONS, SCHEMA_VERSION, EmotionsPayload, format_utc, parse_utc
 from ..common.errors import EdgeAgentError
 
 # Long enough to ride out another process's write (a retention run, a second collector).
@@ -72,9 +80,64 @@ devices_table = Table(
 
 _STATUS_COLUMNS = ("site", "room", "state", "camera", "reason", "version", "status_at")
 
+# How an hour of stats becomes one row: levels are averaged, counters and peaks keep their highest
+# (a cumulative counter's highest is its last; an hour's hottest minute is what matters), the
+# camera keeps its last state, a failing outbox or an unsynchronised clock anywhere marks the hour.
+STATS_MEAN = ("fps", "detect_ms", "classify_ms", "faces_per_frame", "rss_mb")
+STATS_MAX = ("sent_at", "uptime_s", "outbox_depth", "dropped_windows", "frames_dropped", "windows_held",
+             "cpu_temp_c", "clock_ahead_s")
+STATS_ANY = ("outbox_failing",)
+STATS_ALL = ("clock_synced",)
+STATS_LAST = ("camera",)
+STATS_FIELDS = STATS_MEAN + STATS_MAX + STATS_ANY + STATS_ALL + STATS_LAST
+SUMMARY_S = 3600
+
+stats_table = Table(
+    "stats", metadata,
+    Column("device", String(64), primary_key=True),
+    Column("at", BigInteger, primary_key=True, autoincrement=False),
+    Column("summary", Boolean, nullable=False),
+    Column("samples", Integer, nullable=False),
+    Column("sent_at", BigInteger),
+    *(Column(name, Double) for name in ("uptime_s", "fps", "detect_ms", "classify_ms", "faces_per_frame",
+                                        "cpu_temp_c", "rss_mb", "clock_ahead_s")),
+    *(Column(name, BigInteger) for name in ("outbox_depth", "dropped_windows", "frames_dropped", "windows_held")),
+    Column("camera", String(32)),
+    Column("outbox_failing", Boolean),
+    Column("clock_synced", Boolean),
+    # The fleet view reads the last minutes of every device at once.
+    Index("stats_by_time", "at"),
+)
+
 
 class StoreError(EdgeAgentError):
     """The database cannot be reached or written; the text names it (password masked) and says why."""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """One stats message as sent (``summary`` false), or an hour of them summarised."""
+
+    device: str
+    at: int
+    summary: bool
+    samples: int
+    sent_at: int | None = None
+    uptime_s: float | None = None
+    fps: float | None = None
+    detect_ms: float | None = None
+    classify_ms: float | None = None
+    faces_per_frame: float | None = None
+    cpu_temp_c: float | None = None
+    rss_mb: float | None = None
+    clock_ahead_s: float | None = None
+    outbox_depth: int | None = None
+    dropped_windows: int | None = None
+    frames_dropped: int | None = None
+    windows_held: int | None = None
+    camera: str | None = None
+    outbox_failing: bool | None = None
+    clock_synced: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -110,8 +173,11 @@ def _set_sqlite_pragmas(dbapi_connection, connection_record):
 class Store:
     """Windows and devices in the database at ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
 
-    def __init__(self, url, *, retention_days=None):
+    def __init__(self, url: str, *, retention_days: float | None = None, stats_retention_days: float = 30.0,
+                 stats_detail_days: float = 1.0):
         self.retention_days = retention_days
+        self.stats_retention_days = stats_retention_days
+        self.stats_detail_days = stats_detail_days
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
@@ -141,6 +207,12 @@ class Store:
             event.listen(self.engine, "connect", _set_sqlite_pragmas)
         with self._guard("cannot open the store"):
             metadata.create_all(self.engine)
+
+    @classmethod
+    def from_config(cls, config, url: str | None = None) -> "Store":
+        """The store a ``StoreConfig`` section describes (``url`` instead of its own, when given)."""
+        return cls(url or config.resolved_url(), retention_days=config.retention_days,
+                   stats_retention_days=config.stats_retention_days, stats_detail_days=config.stats_detail_days)
 
     def _check_sqlite_path(self, database):
         if not database or database == ":memory:":
@@ -246,8 +318,91 @@ class Store:
         with self._guard("cannot read devices from"), self.engine.connect() as connection:
             return [Device(**row) for row in connection.execute(query).mappings()]
 
+    # -- stats -----------------------------------------------------------------------------
+
+    def add_stats(self, items, *, received_at: float) -> int:
+        """Store ``(device, StatsPayload)`` pairs as received at ``received_at``; returns how many were new.
+
+        Two messages of one device in the same second keep the first: the agent sends one a minute.
+        """
+        rows = {}
+        for device, payload in items:
+            row = {"device": device, "at": int(received_at), "summary": False, "samples": 1,
+                   "sent_at": parse_utc(payload.t)}
+            row.update({name: getattr(payload, name) for name in STATS_FIELDS if name != "sent_at"})
+            rows.setdefault(device, row)
+        if not rows:
+            return 0
+        statement = (self._insert(stats_table).on_conflict_do_nothing(index_elements=["device", "at"])
+                     .returning(stats_table.c.device))
+        with self._guard("cannot write stats to"), self.engine.begin() as connection:
+            return len(connection.execute(statement, list(rows.values())).all())
+
+    def stats(self, device: str | None = None, start: float | None = None, end: float | None = None) -> list[Stats]:
+        """Stats rows by device then time, of one device or all; ``start`` inclusive, ``end`` exclusive."""
+        query = select(stats_table)
+        if device is not None:
+            query = query.where(stats_table.c.device == device)
+        if start is not None:
+            query = query.where(stats_table.c.at >= start)
+        if end is not None:
+            query = query.where(stats_table.c.at < end)
+        query = query.order_by(stats_table.c.device, stats_table.c.at)
+        with self._guard("cannot read stats from"), self.engine.connect() as connection:
+            return [Stats(**row) for row in connection.execute(query).mappings()]
+
+    def prune_stats(self, now: float | None = None) -> tuple[int, int]:
+        """Delete stats past retention, then summarise per hour those past the detail period.
+
+        Returns ``(rows summarised, rows deleted)``. Each hour is its own transaction, so a
+        writer waiting for the database waits for one hour of rows at most.
+        """
+        now = time.time() if now is None else now
+        table = stats_table
+        with self._guard("cannot delete old stats from"), self.engine.begin() as connection:
+            deleted = connection.execute(
+                table.delete().where(table.c.at < now - self.stats_retention_days * 86400)).rowcount
+        cutoff = int(now - self.stats_detail_days * 86400) // SUMMARY_S * SUMMARY_S
+        summarised = 0
+        while True:
+            with self._guard("cannot summarise stats in"), self.engine.begin() as connection:
+                first = connection.execute(select(func.min(table.c.at)).where(
+                    ~table.c.summary, table.c.at < cutoff)).scalar_one()
+                if first is None:
+                    return summarised, deleted
+                hour = first // SUMMARY_S * SUMMARY_S
+                in_hour = (~table.c.summary, table.c.at >= hour, table.c.at < hour + SUMMARY_S)
+                rows = [Stats(**row) for row in connection.execute(
+                    select(table).where(*in_hour).order_by(table.c.device, table.c.at)).mappings()]
+                connection.execute(table.delete().where(*in_hour))
+                # A summary already there (the clock stepped back over an hour done before) is kept.
+                connection.execute(self._insert(table).on_conflict_do_nothing(index_elements=["device", "at"]),
+                                   [_summary(device, hour, list(group))
+                                    for device, group in itertools.groupby(rows, key=lambda row: row.device)])
+                summarised += len(rows)
+
     def close(self):
         self.engine.dispose()
+
+
+def _summary(device, hour, rows):
+    """One hourly row from a device's rows of that hour (in time order), by the STATS_* rules."""
+    summary = {"device": device, "at": hour, "summary": True, "samples": sum(row.samples for row in rows)}
+    for name in STATS_FIELDS:
+        values = [value for row in rows if (value := getattr(row, name)) is not None]
+        if not values:
+            summary[name] = None
+        elif name in STATS_MEAN:
+            summary[name] = sum(values) / len(values)
+        elif name in STATS_MAX:
+            summary[name] = max(values)
+        elif name in STATS_ANY:
+            summary[name] = any(values)
+        elif name in STATS_ALL:
+            summary[name] = all(values)
+        else:
+            summary[name] = values[-1]
+    return summary
 
 
 def _window_row(payload, received_at):

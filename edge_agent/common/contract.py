@@ -175,7 +175,8 @@ class StatsPayload(_Strict):
     dropped_windows: Count | None = None
     frames_dropped: Count | None = None
     camera: Annotated[Text, Field(max_length=32)] | None = None
-    cpu_temp_c: Annotated[float, Field(ge=-100, le=200)] | None = None
+    # Wide on purpose: a sensor gone wrong is stored as sent and flagged by the collector, not refused.
+    cpu_temp_c: Annotated[float, Field(ge=-1000, le=1000)] | None = None
     rss_mb: Gauge | None = None
     outbox_failing: bool | None = None
     windows_held: Count | None = None
