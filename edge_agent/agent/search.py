@@ -94,7 +94,7 @@ def fit_sizes(cy: np.ndarray, side: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def band_cost(top: float, bottom: float, low: float, high: float, scale_factor: float) -> float:
-    """Window positions per column that searching a band costs, the way OpenCV scans it.
+    """Window positions per frame column that searching a band costs, the way OpenCV scans it.
 
     Rows [top, bottom) plus the reach above and below, at every scale of the ladder from ``low``
     to ``high``, on the copy :meth:`FaceDetector.detect_region` makes; OpenCV steps 2 px below a
@@ -105,7 +105,7 @@ def band_cost(top: float, bottom: float, low: float, high: float, scale_factor: 
     cost, factor = 0.0, max(1.0, low * shrink / CASCADE_WINDOW)
     while factor * CASCADE_WINDOW <= high * shrink:
         step = 1 if factor > 2 else 2
-        cost += rows / factor / factor / (step * step) / shrink
+        cost += rows * shrink / factor / factor / (step * step)
         factor *= scale_factor
     return cost
 
@@ -126,6 +126,7 @@ def plan_bands(observations, width: int, height: int, margin: float, scale_facto
     # Half a strip of slack above the highest face and below the lowest: the next row sits a little further.
     first = max(0, int((cy.min() - strip / 2) // strip))
     last = min(STRIPS - 1, int((cy.max() + strip / 2) // strip))
+
     def strip_sizes(k: int) -> tuple[float, float]:
         ends = np.maximum(np.polyval(coefficients, [k * strip, (k + 1) * strip]), 1.0)
         return ends.min() * low_ratio, ends.max() * high_ratio
@@ -170,7 +171,7 @@ class LearnedSearch:
     """Chooses, frame by frame, a whole-frame or a banded search, and learns the bands."""
 
     def __init__(self, detector: FaceDetector, learn_frames: int = 60, full_every: int = 60,
-                 margin: float = 1.3, state_path: Path | None = None, camera: str = "",
+                 margin: float = 1.25, state_path: Path | None = None, camera: str = "",
                  hand_bands: list[tuple[float, float, int, int]] | None = None):
         self.detector = detector
         self.learn_frames, self.full_every, self.margin = learn_frames, full_every, margin
