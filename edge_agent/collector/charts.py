@@ -1,13 +1,13 @@
-"""Charts for instructors and school IT, drawn from sessions and device states (PNG, or PDF by suffix).
+"""The after-class report (``edge-collector report``): one page, PNG or PDF, drawn with matplotlib;
+and the helpers every chart of a session shares (its points, its gaps, how its times read).
 
 Gaps (suppressed minutes, minutes with no faces, minutes no window arrived for) are drawn as
 breaks in the lines and lightly shaded, never as zero interest. matplotlib (and numpy with it) is
-imported when a chart is drawn, not when the collector starts.
+imported when a report is drawn, not when the collector starts; the dashboard draws SVG (svg.py).
 """
 
 import datetime as dt
 import math
-import time
 
 from ..common.charts import EMOTION_COLORS, INTERESTED_COLOR, draw_interest_pie, draw_stacked_shares
 from ..common.contract import DEFAULT_INTERESTED, EMOTIONS, interest_ratio
@@ -15,9 +15,10 @@ from .sessions import interest_series, smooth
 
 UTC = dt.UTC
 GAP_COLOR = "#e8e8e8"
+# A darker shade of the interested colour: the smoothed line reads as the same quantity, on top.
+SMOOTHED_COLOR = "#00634a"
 GAP_LABEL = "suppressed / no data"
-STATE_COLORS = {"online": "#2ca02c", "stopped": "#999999", "offline": "#d62728"}
-UNKNOWN_COLOR = "#dddddd"
+NO_DATA = "no data: no minute with faces to count"
 DPI = 120
 
 
@@ -32,7 +33,7 @@ def pyplot():
 
 
 def interest_points(session, interested=DEFAULT_INTERESTED):
-    """``(epoch, ratio or None)`` per slot; a None is added where no window arrived, so the line breaks there too."""
+    """``(epoch, ratio or None)`` per minute; a None is added where minutes are missing, so the line breaks there."""
     points = []
     previous_end = None
     for (start, ratio), minute in zip(interest_series(session, interested), session.minutes, strict=True):
@@ -44,32 +45,30 @@ def interest_points(session, interested=DEFAULT_INTERESTED):
 
 
 def gap_spans(session):
-    """``(start, end)`` epochs of the session's gaps, adjacent gaps merged."""
+    """``(start, end)`` epochs of the session's gaps: every stretch of ``[start, end)`` without a minute."""
     spans = []
-    previous_end = None
+    cursor = session.start
     for minute in session.minutes:
-        if previous_end is not None and minute.start > previous_end:
-            spans.append((previous_end, minute.start))
-        if minute.counts is None:
-            spans.append((minute.start, minute.end))
-        previous_end = minute.end
-    merged = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged
+        if minute.start > cursor:
+            spans.append((cursor, minute.start))
+        cursor = max(cursor, minute.end)
+    if session.end > cursor:
+        spans.append((cursor, session.end))
+    return spans
 
 
 def _time(epoch, tz=UTC):
     return dt.datetime.fromtimestamp(epoch, tz)
 
 
+def span_text(start, end, tz=UTC):
+    """``2026-11-23 10:00–10:50 CET``: a day and times in the zone the readers live in."""
+    first, last = _time(start, tz), _time(end, tz)
+    return f"{first:%Y-%m-%d %H:%M}–{last:%H:%M} {first:%Z}"
+
+
 def session_span(session, tz=UTC):
-    """``2026-11-23 10:00–10:50 CET``: the session's day and times in the zone its readers live in."""
-    start, end = _time(session.start, tz), _time(session.end, tz)
-    return f"{start:%Y-%m-%d %H:%M}–{end:%H:%M} {start:%Z}"
+    return span_text(session.start, session.end, tz)
 
 
 def _nan(value):
@@ -78,8 +77,7 @@ def _nan(value):
 
 def slot_name(session):
     """What one point of the session stands for: "minute" for the usual 60 s windows."""
-    window_s = session.minutes[0].window_s if session.minutes else 60
-    return "minute" if window_s == 60 else f"{window_s} s window"
+    return "minute" if session.window_s == 60 else f"{session.window_s} s window"
 
 
 def _time_axis(ax, session, tz):
@@ -111,7 +109,8 @@ def draw_interest(ax, session, interested=DEFAULT_INTERESTED, tz=UTC):
     ax.set_ylim(0, 100)
     ax.grid(axis="y", color="#eeeeee")
     if not session.minutes:
-        _no_data(ax)
+        _shade_gaps(ax, session)
+        _no_data(ax, NO_DATA)
         return
     points = interest_points(session, interested)
     # Points sit mid-slot so they line up with the shaded gap spans, which cover whole slots.
@@ -123,11 +122,9 @@ def draw_interest(ax, session, interested=DEFAULT_INTERESTED, tz=UTC):
     smoothed = [_nan(s) * 100 if r is not None else math.nan for s, r in zip(smooth(ratios), ratios, strict=True)]
     ax.plot(times, percent, color=INTERESTED_COLOR, linewidth=0.8, marker="o", markersize=3, alpha=0.6,
             label=f"per {slot_name(session)}")
-    ax.plot(times, smoothed, color="#1b5e20", linewidth=2.2, label="smoothed (5-slot average)")
+    ax.plot(times, smoothed, color=SMOOTHED_COLOR, linewidth=2.2, label="smoothed (5-slot average)")
     _shade_gaps(ax, session)
     _time_axis(ax, session, tz)
-    if all(r is None for r in ratios):
-        _no_data(ax, "no data: every minute suppressed")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
 
 
@@ -136,17 +133,14 @@ def draw_shares(ax, session, tz=UTC):
     ax.set_title(f"Emotion shares per {slot_name(session)}")
     ax.set_ylabel("share of faces")
     ax.set_ylim(0, 1)
-    if not session.minutes:
-        _no_data(ax)
-        return
-    minutes = [m for m in session.minutes if m.counts]
+    minutes = session.minutes
     starts = [_time(m.start) for m in minutes]
     widths = [m.window_s * 0.9 / 86400 for m in minutes]  # matplotlib's date unit is a day
     draw_stacked_shares(ax, starts, [m.counts for m in minutes], widths, align="edge")
     _shade_gaps(ax, session)
     _time_axis(ax, session, tz)
     if not minutes:
-        _no_data(ax, "no data: every minute suppressed")
+        _no_data(ax, NO_DATA)
     from matplotlib.patches import Patch
 
     # Built by hand: with no bars drawn, matplotlib's own legend would show default colours.
@@ -167,88 +161,15 @@ def _save(plt, fig, path):
         plt.close(fig)
 
 
-def interest_chart(session, path, interested=DEFAULT_INTERESTED, title=None, tz=UTC):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(11, 4))
-    draw_interest(ax, session, interested, tz)
-    fig.suptitle(title or default_title(session, tz))
-    fig.tight_layout()
-    _save(plt, fig, path)
-
-
-def emotion_shares_chart(session, path, title=None, tz=UTC):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(11, 4))
-    draw_shares(ax, session, tz)
-    fig.suptitle(title or default_title(session, tz))
-    fig.tight_layout()
-    _save(plt, fig, path)
-
-
-def session_pie(session, path, interested=DEFAULT_INTERESTED, title=None, tz=UTC):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    draw_interest_pie(ax, session.totals(), interested)
-    fig.suptitle(title or default_title(session, tz), fontsize="medium")
-    fig.tight_layout()
-    _save(plt, fig, path)
-
-
-def seen_ago(last_seen, now):
-    if last_seen is None:
-        return "never seen"
-    minutes = max(0, int((now - last_seen) // 60))
-    if minutes < 120:
-        return f"last seen {minutes} min ago"
-    if minutes < 48 * 60:
-        return f"last seen {minutes // 60} h ago"
-    return f"last seen {minutes // (24 * 60)} days ago"
-
-
-def fleet_chart(devices, path, now=None, title=None, tz=UTC):
-    """One bar per device, coloured by its last known state, with how long ago it was heard from."""
-    plt = pyplot()
-    now = time.time() if now is None else now
-    devices = sorted(devices, key=lambda d: (d.site or "", d.room or "", d.device))
-    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.45 * max(len(devices), 4)))
-    ax.set_title(title or f"Devices at {_time(now, tz):%Y-%m-%d %H:%M %Z}")
-    if not devices:
-        _no_data(ax, "no devices: none has reported a status yet")
-        ax.set_axis_off()
-    else:
-        rows = range(len(devices))
-        colors = [STATE_COLORS.get(d.state, UNKNOWN_COLOR) for d in devices]
-        ax.barh(rows, [1] * len(devices), color=colors, edgecolor="white", height=0.8)
-        for row, d in zip(rows, devices, strict=True):
-            state = d.state or "unknown"
-            camera = f", camera {d.camera}" if d.camera else ""
-            ax.text(0.02, row, f"{state}{camera} · {seen_ago(d.last_seen, now)}", va="center", fontsize="small",
-                    color="white" if d.state in ("online", "offline") else "black")
-        ax.set_yticks(rows, [f"{d.site}/{d.room}/{d.device}" for d in devices])
-        ax.invert_yaxis()
-        ax.set_xlim(0, 1)
-        ax.set_xticks([])
-        for side in ("top", "right", "bottom"):
-            ax.spines[side].set_visible(False)
-        from matplotlib.patches import Patch
-
-        legend = [Patch(color=c, label=s) for s, c in STATE_COLORS.items()] + [Patch(color=UNKNOWN_COLOR,
-                                                                                       label="unknown")]
-        ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
-    fig.tight_layout()
-    _save(plt, fig, path)
-
-
 def session_figures(session, interested=DEFAULT_INTERESTED, tz=UTC):
     """The report's headline numbers as (label, text) rows."""
     totals = session.totals()
-    with_data = sum(1 for m in session.minutes if m.counts)
+    with_data = len(session.minutes)
     ratio = interest_ratio(totals, interested)
     return [
         ("room", f"{session.site}/{session.room}"),
         ("when", session_span(session, tz)),
-        (f"{slot_name(session)}s", f"{len(session.minutes)} ({with_data} with data, "
-                                   f"{len(session.minutes) - with_data} gaps)"),
+        (f"{slot_name(session)}s", f"{session.slots} ({with_data} with data, {session.slots - with_data} gaps)"),
         ("faces counted", f"{sum(totals.values()):,}"),
         ("interest", "no data" if ratio is None else f"{ratio:.0%}"),
         ("interested", ", ".join(interested)),

@@ -69,13 +69,17 @@ def cmd_dashboard(args):
     if args.out:
         dashboard.output_dir = args.out
     dashboard.check_writable()
+    if args.watch:
+        from .daemon import watch_dashboard
+
+        return watch_dashboard(config, dashboard, args.store)
     store = _open_store(config, args.store)
     try:
         result = dashboard.build(store)
     finally:
         store.close()
-    print(f"{dashboard.output_dir / 'index.html'}: {result.rooms} rooms, {result.sessions} sessions, "
-          f"{result.charts_drawn} charts drawn in {result.seconds:.1f} s")
+    print(f"{dashboard.output_dir / 'index.html'}: {result.rooms} rooms, {result.lessons} lessons, "
+          f"{result.pages} pages and {result.charts_drawn} charts written in {result.seconds:.1f} s")
 
 
 def cmd_report(args):
@@ -123,11 +127,14 @@ def build_parser():
     check.set_defaults(handler=cmd_check)
 
     dashboard = commands.add_parser(
-        "dashboard", help="write the dashboard once from the store",
-        description="Regenerate the HTML pages and charts once (what `run` does every refresh).")
+        "dashboard", help="write the dashboard from the store, once or every refresh",
+        description="Bring the HTML pages and charts up to date with the store, drawing only what changed "
+                    "(what `run`'s worker does every dashboard.refresh_s). With --watch, every refresh until "
+                    "SIGTERM: the service to run beside `edge-collector run` when dashboard.worker is false.")
     dashboard.add_argument("--config", type=Path, help=config_help)
     dashboard.add_argument("--store", metavar="URL", help="database URL (default: the config's)")
     dashboard.add_argument("--out", type=Path, help="output directory (default: the config's)")
+    dashboard.add_argument("--watch", action="store_true", help="keep refreshing until SIGTERM or Ctrl-C")
     dashboard.set_defaults(handler=cmd_dashboard)
 
     report = commands.add_parser(

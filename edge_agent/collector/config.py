@@ -87,11 +87,30 @@ class SessionsConfig(Section):
         return tuple(dict.fromkeys(value))
 
 
+FPS = Annotated[float, Field(gt=0, le=30)]
+
+
+class FleetConfig(Section):
+    fps: FPS = Field(1.0, title="Frames per second the cameras analyse (their camera.fps)",
+                     description="a device below 90% of it is flagged")
+    fps_by_device: dict[Name, FPS] = Field(default_factory=dict, title="Devices whose camera.fps differs, by id")
+    silent_after_min: Annotated[float, Field(gt=0, le=24 * 60)] = Field(
+        5.0, title="A device not heard from for longer than this many minutes is flagged")
+    hot_c: Annotated[float, Field(ge=40, le=125)] = Field(
+        80.0, title="A CPU temperature at or above this many degrees Celsius is flagged")
+
+
 class DashboardConfig(Section):
     output_dir: Path | None = Field(None, title="Directory the HTML pages and charts are written to",
                                     description="default: the state directory's dashboard/")
     refresh_s: Annotated[float, Field(ge=5, le=24 * 3600)] = Field(60.0, title="Seconds between regenerations")
-    sessions_per_room: Annotated[int, Field(ge=1, le=100)] = Field(5, title="Latest sessions shown per room")
+    sessions_per_room: Annotated[int, Field(ge=1, le=100)] = Field(
+        10, title="Latest lessons listed on a room's page", description="older ones are listed week by week")
+    history_weeks: Annotated[int, Field(ge=1, le=104)] = Field(
+        12, title="Weeks of lessons with a page each and on every room's history chart",
+        description="older windows stay in the store for `edge-collector report`")
+    worker: bool = Field(True, title="Draw the dashboard in a worker process of `edge-collector run`",
+                         description="false: run `edge-collector dashboard --watch` as a service of its own")
     timezone: str | None = Field(None, title="IANA time zone of the times on pages, charts and reports",
                                  description="default: the server's zone")
 
@@ -119,6 +138,7 @@ class CollectorConfig(ConfigFile):
     store: StoreConfig = Field(default_factory=StoreConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod

@@ -1,60 +1,106 @@
-"""The instructors' dashboard: static HTML pages and PNG charts written into one directory.
+"""The dashboard: static HTML pages and SVG charts written into one directory, redrawn where the data changed.
 
 Any web server (or ``edge-collector serve``) can publish the directory; the pages need no
-JavaScript and nothing from the internet. A session's charts are named after a fingerprint of
-its data, so a regeneration only draws the sessions that changed (the ones still running), and
-every file is written under a temporary name and renamed, so a reader never sees half a page.
+JavaScript and nothing from the internet, and print on A4. Pages:
+
+- ``index.html``: every room with its latest lesson, and every device as a row of its latest
+  stats, those that need a visit first (fleet.py says which and why);
+- ``rooms/SITE/ROOM.html``: the room's latest lesson, the interest of each lesson of the last
+  ``history_weeks`` as a dot (those of the latest lesson's weekday and hour marked), the same by
+  slot as a table, its recent lessons and a page per week for older ones;
+- ``rooms/SITE/ROOM/STAMP.html``: one lesson's figures, compared with the lessons before it,
+  and its charts; ``rooms/SITE/ROOM/YYYY-Www.html``: a week's lessons;
+- ``devices/DEVICE.html``: a device's state and its stats of the last day and month as charts.
+
+Only what changed is drawn. Each page and its charts form a unit with a fingerprint of all it
+is drawn from, recorded in a ``.manifest.json`` beside it, so neither a refresh nor a restart
+draws a page again whose inputs are the same; chart files carry the fingerprint in their names,
+so a browser never shows a stale one. Each refresh asks the store only which rooms received
+windows since the last (and summarises again only the lessons those can touch, lessons.py);
+device pages follow their stats every DEVICE_PERIOD_S, each at its own phase; the index is
+written every time. Every file is written under a temporary name and renamed, so a reader
+never sees half a page. Names from the store that are not plain contract names (letters,
+digits, ``_ . -``) are hashed for file names and escaped on pages.
 """
 
 import datetime as dt
 import hashlib
+import json
+import math
 import os
+import posixpath
+import re
 import time
-from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from ..common.contract import DEFAULT_INTERESTED
+from ..common.contract import DEFAULT_INTERESTED, EMOTIONS, NAME_PATTERN
 from ..common.errors import EdgeAgentError
-from . import charts
-from .sessions import DEFAULT_GAP_S, split_sessions
+from . import svg
+from .charts import session_figures, span_text
+from .fleet import PLAUSIBLE, Thresholds, ago_text, fleet_health, plausible, seen_text
+from .lessons import RoomLessons, mean_interest, slot_name, slot_of, week_of
+from .sessions import DEFAULT_GAP_S, Session
+from .store import STATS_FIELDS, summarise_stats
 
-# How far back from a room's newest window its latest sessions are looked for.
-LOOKBACK_DAYS = 14
-CHART_KINDS = ("interest", "shares", "pie")
+# Windows are stamped on arrival and committed a moment later: ask again for this far back.
+ARRIVAL_MARGIN_S = 120
+# A device's page follows its stats this often (each device at its own phase, so they spread out).
+DEVICE_PERIOD_S = 600
+DAY_BUCKET_S, MONTH_BUCKET_S = 600, 3 * 3600
+# The lessons a lesson is compared with: the room's, and those of its weekday and hour.
+COMPARE_ROOM, COMPARE_SLOT = 20, 4
+MANIFEST = ".manifest.json"
+STATS_PANELS = (("fps", "Frames per second", ""), ("detect_ms", "Detection", "ms"),
+                ("faces_per_frame", "Faces per frame", ""), ("outbox_depth", "Outbox", "windows"),
+                ("cpu_temp_c", "CPU temperature", "°C"), ("rss_mb", "Memory", "MB"))
+_NAME = re.compile(NAME_PATTERN)
 
 
 class DashboardError(EdgeAgentError):
     """The output directory cannot be written; the text names it and says why."""
 
 
-@dataclass
-class SessionView:
-    when: str
-    length: str
-    interest: str
-    figures: list
-    charts: dict
-
-
-@dataclass
-class RoomView:
-    site: str
-    room: str
-    href: str
-    devices: list
-    sessions: list = field(default_factory=list)
-
-
 @dataclass(frozen=True)
 class BuildResult:
     rooms: int
-    sessions: int
+    lessons: int
+    pages: int
     charts_drawn: int
     seconds: float
+    cpu_seconds: float
+
+
+def file_name(name: str) -> str:
+    """``name`` itself when the contract allows it, else a hash: nothing from the store names a path."""
+    if _NAME.match(name):
+        return name
+    return "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def fingerprint(*parts) -> str:
+    return hashlib.sha256(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def _code_version():
+    """Changes with the templates and drawing code, so an upgrade draws every page again."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted([*here.glob("templates/*.html"), here / "svg.py", here / "dashboard.py", here / "lessons.py",
+                        here / "fleet.py", here / "charts.py"]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def duration_text(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
+
+
+def _percent(ratio):
+    return "no data" if ratio is None else f"{ratio:.0%}"
 
 
 @contextmanager
@@ -65,46 +111,67 @@ def _writing(path):
         raise DashboardError(f"dashboard output {path} cannot be written: {exc.strerror or exc}") from None
 
 
-def fingerprint(session, interested, tz):
-    """Changes whenever anything drawn would: the data, the interest mapping, the time zone."""
-    minutes = [(m.start, m.window_s, sorted(m.counts.items()) if m.counts else None) for m in session.minutes]
-    text = repr((session.site, session.room, tuple(interested), str(tz), minutes))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+class Manifest:
+    """What each unit (a page and its charts) of one folder was last drawn from: ``{unit: [fingerprint, files]}``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.units = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.units = {}
+        self.dirty = False
+
+    def current(self, unit, print_):
+        entry = self.units.get(unit)
+        return entry is not None and entry[0] == print_
+
+    def record(self, unit, print_, files):
+        """Note the unit's new files; returns its old files that are no longer among them."""
+        old = self.units.get(unit, [None, []])[1]
+        self.units[unit] = [print_, files]
+        self.dirty = True
+        return [name for name in old if name not in files]
+
+    def drop(self, unit):
+        self.dirty = True
+        return self.units.pop(unit, [None, []])[1]
 
 
-def _utc(epoch):
-    return dt.datetime.fromtimestamp(epoch, dt.UTC)
-
-
-def duration_text(seconds):
-    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
-
-
-def fleet_summary(devices):
-    if not devices:
-        return "No device has reported yet."
-    states = Counter(device.state or "unknown" for device in devices)
-    noun = "device" if len(devices) == 1 else "devices"
-    return f"{len(devices)} {noun}: " + ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+@dataclass
+class _Counts:
+    pages: int = 0
+    charts: int = 0
 
 
 class Dashboard:
-    def __init__(self, output_dir, *, gap_s=DEFAULT_GAP_S, interested=DEFAULT_INTERESTED, sessions_per_room=5,
-                 refresh_s=60, tz=dt.UTC):
+    def __init__(self, output_dir, *, gap_s=DEFAULT_GAP_S, interested=DEFAULT_INTERESTED, sessions_per_room=10,
+                 history_weeks=12, refresh_s=60, tz=dt.UTC, limits=None, stats_retention_days=30.0):
         self.output_dir = Path(output_dir)
         self.gap_s = gap_s
         self.interested = tuple(interested)
         self.sessions_per_room = sessions_per_room
+        self.history_weeks = history_weeks
         self.refresh_s = refresh_s
         self.tz = tz
+        self.limits = limits or Thresholds()
+        self.stats_retention_days = stats_retention_days
         self.templates = Environment(loader=PackageLoader("edge_agent.collector"), autoescape=select_autoescape(),
                                      trim_blocks=True, lstrip_blocks=True)
+        self._code = _code_version()
+        self._settings = (self._code, str(tz), self.interested, gap_s)
+        self._rooms: dict[tuple[str, str], RoomLessons] = {}
+        self._manifests: dict[Path, Manifest] = {}
+        self._with_windows: set[tuple[str, str]] = set()
+        self._checked = None
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config) -> "Dashboard":
         return cls(config.dashboard.resolved_output_dir(), gap_s=config.sessions.gap_min * 60,
                    interested=config.sessions.interested, sessions_per_room=config.dashboard.sessions_per_room,
-                   refresh_s=config.dashboard.refresh_s, tz=config.dashboard.resolved_timezone())
+                   history_weeks=config.dashboard.history_weeks, refresh_s=config.dashboard.refresh_s,
+                   tz=config.dashboard.resolved_timezone(), limits=Thresholds.from_config(config.fleet),
+                   stats_retention_days=config.store.stats_retention_days)
 
     def check_writable(self):
         """Fail early, naming the directory, instead of on the first regeneration."""
@@ -114,90 +181,478 @@ class Dashboard:
             probe.write_bytes(b"")
             probe.unlink()
 
-    def build(self, store, now=None):
-        """Regenerate every page from ``store``; returns what was done."""
-        began = time.monotonic()
+    # -- the refresh -----------------------------------------------------------------------
+
+    def build(self, store, now: float | None = None) -> BuildResult:
+        """Bring every page up to date with ``store``; returns what was done."""
+        began, cpu = time.monotonic(), time.process_time()
         now = time.time() if now is None else now
+        first = self._checked is None
+        asked = time.time()
+        # The first build reads every room from the history horizon on; later ones only rooms with new windows.
+        changed = dict.fromkeys(store.rooms()) if first else store.rooms_changed(self._checked - ARRIVAL_MARGIN_S)
+        self._checked = asked
         devices = store.devices()
-        rooms = sorted(set(store.rooms()) | {(d.site, d.room) for d in devices})
-        keep = set()
-        drawn = 0
-        views = []
-        for site, room in rooms:
-            view = RoomView(site, room, f"rooms/{site}/{room}.html",
-                            [d for d in devices if (d.site, d.room) == (site, room)])
-            for session in self._latest_sessions(store, site, room):
-                session_view, paths, new = self._session_view(session)
-                view.sessions.append(session_view)
-                keep.update(paths)
-                drawn += new
-            views.append(view)
-        fleet = self.output_dir / "fleet.png"
-        self._draw(lambda path: charts.fleet_chart(devices, path, now=now, tz=self.tz), fleet)
-        keep.add(fleet)
-        generated = f"{dt.datetime.fromtimestamp(now, self.tz):%Y-%m-%d %H:%M %Z}"
-        for view in views:
-            keep.add(self._render(view.href, "room.html", root="../../", room=view, generated=generated))
-        self._render("index.html", "index.html", root="", rooms=views, fleet_chart="fleet.png",
-                     fleet_summary=fleet_summary(devices), generated=generated)
-        self._remove_stale(keep)
-        return BuildResult(len(views), sum(len(v.sessions) for v in views), drawn, time.monotonic() - began)
+        health = fleet_health(devices, store.fleet_stats(now), now, self.limits)
+        horizon = self._horizon(now)
+        counts = _Counts()
+        keys = sorted(set(self._rooms) | set(changed) | {(d.site, d.room) for d in devices})
+        by_room = {}
+        for item in health:
+            by_room.setdefault((item.device.site, item.device.room), []).append(item)
+        rows = []
+        for key in keys:
+            rows.append(self._room(store, key, key in changed, changed.get(key), by_room.get(key, []), now,
+                                   horizon, first, counts))
+        for item in health:
+            self._device(store, item, now, counts)
+        if first:
+            self._remove_gone(keys, {item.device.device for item in health})
+        self._index(rows, health, now)
+        for manifest in self._manifests.values():
+            if manifest.dirty:
+                self._write(manifest.path, json.dumps(manifest.units, separators=(",", ":")))
+                manifest.dirty = False
+        lessons = sum(len(room.lessons) for room in self._rooms.values())
+        return BuildResult(len(keys), lessons, counts.pages + 1, counts.charts, time.monotonic() - began,
+                           time.process_time() - cpu)
 
-    def _latest_sessions(self, store, site, room):
-        last = store.last_window_start(site, room)
-        if last is None:
-            return []
-        windows = store.windows(site, room, start=last - LOOKBACK_DAYS * 86400)
-        sessions = split_sessions(windows, gap_s=self.gap_s)
-        return sessions[::-1][:self.sessions_per_room]
+    def _horizon(self, now):
+        """Local midnight ``history_weeks`` ago: the history moves a day at a time, not every refresh."""
+        today = dt.datetime.fromtimestamp(now, self.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        return (today - dt.timedelta(weeks=self.history_weeks)).timestamp()
 
-    def _session_view(self, session):
-        stem = f"{_utc(session.start):%Y%m%dT%H%M}-{fingerprint(session, self.interested, self.tz)}"
-        folder = self.output_dir / "charts" / session.site / session.room
-        paths = {kind: folder / f"{stem}-{kind}.png" for kind in CHART_KINDS}
-        when = charts.session_span(session, self.tz)
-        drawers = {
-            "interest": lambda path: charts.interest_chart(session, path, self.interested, tz=self.tz),
-            "shares": lambda path: charts.emotion_shares_chart(session, path, tz=self.tz),
-            "pie": lambda path: charts.session_pie(session, path, self.interested, title=when, tz=self.tz),
+    # -- rooms -----------------------------------------------------------------------------
+
+    def _room(self, store, key, changed, earliest, health, now, horizon, first, counts):
+        site, room = key
+        lessons = self._rooms.get(key)
+        if lessons is None:
+            lessons = self._rooms[key] = RoomLessons(site, room, gap_s=self.gap_s, interested=self.interested)
+        sessions, redo_from = {}, None
+        if changed:
+            self._with_windows.add(key)
+            start = horizon if earliest is None else max(horizon, lessons.refetch_from(earliest))
+            sessions = lessons.update(start, store.room_minutes(site, room, start=start))
+            redo_from = start
+        if lessons.forget_before(horizon):
+            redo_from = horizon
+        manifest = self._manifest(self._room_dir(key))
+        if first or redo_from is not None:
+            # A lesson's page shows its neighbours: the one before the first redone changes too.
+            index = next((i for i, lesson in enumerate(lessons.lessons) if lesson.start >= redo_from),
+                         len(lessons.lessons))
+            self._lessons(store, key, lessons.lessons, 0 if first else max(0, index - 1), sessions, manifest,
+                          counts)
+            self._weeks(key, lessons.lessons, manifest, counts)
+        return self._room_page(key, lessons.lessons, health, now, horizon, manifest, counts)
+
+    def _room_dir(self, key):
+        return f"rooms/{file_name(key[0])}/{file_name(key[1])}"
+
+    def _lesson_href(self, key, lesson):
+        return f"{self._room_dir(key)}/{lesson.stem}.html"
+
+    def _week_href(self, key, week):
+        return f"{self._room_dir(key)}/{week}.html"
+
+    def _when(self, lesson):
+        return f"{dt.datetime.fromtimestamp(lesson.start, self.tz):%a} {span_text(lesson.start, lesson.end, self.tz)}"
+
+    def _clock(self, epoch):
+        return f"{dt.datetime.fromtimestamp(epoch, self.tz):%H:%M}"
+
+    def _low_text(self, lesson):
+        if lesson.low is None:
+            return "–"
+        start, end, ratio = lesson.low
+        return f"{self._clock(start)}–{self._clock(end)}: {ratio:.0%}"
+
+    def _lessons(self, store, key, lessons, first_index, sessions, manifest, counts):
+        slots = [slot_of(lesson.start, self.tz) for lesson in lessons]
+        current = {f"lesson:{lesson.stem}" for lesson in lessons}
+        for unit in [unit for unit in manifest.units if unit.startswith("lesson:") and unit not in current]:
+            self._remove(manifest.drop(unit))
+        by_slot = {}
+        for i, lesson in enumerate(lessons):
+            earlier = by_slot.setdefault(slots[i], [])
+            same = earlier[-COMPARE_SLOT:]
+            earlier.append(lesson)
+            if i < first_index:
+                continue
+            before = lessons[max(0, i - COMPARE_ROOM):i]
+            # Only the neighbour's start: its end moves every minute while it runs.
+            neighbours = tuple((other.stem, f"{dt.datetime.fromtimestamp(other.start, self.tz):%a %Y-%m-%d %H:%M}")
+                               if other else None
+                               for other in (lessons[i - 1] if i else None,
+                                             lessons[i + 1] if i + 1 < len(lessons) else None))
+            inputs = (self._settings, "lesson", key, lesson.digest, neighbours, slot_name(slots[i]),
+                      [(other.stem, other.interest) for other in same], mean_interest(before, self.interested),
+                      len(before))
+            print_ = fingerprint(*inputs)
+            unit = f"lesson:{lesson.stem}"
+            if manifest.current(unit, print_):
+                continue
+            session = sessions.get(lesson.start)
+            if session is None or session.end != lesson.end:
+                minutes = store.room_minutes(key[0], key[1], start=lesson.start, end=lesson.end)
+                session = Session(key[0], key[1], lesson.start, lesson.end, minutes)
+            self._lesson_page(key, lesson, session, print_, neighbours, slots[i], same, before, manifest, counts)
+
+    def _lesson_page(self, key, lesson, session, print_, neighbours, slot, same, before, manifest, counts):
+        page = self._lesson_href(key, lesson)
+        when = self._when(lesson)
+        low = lesson.low
+        gaps = lesson.slots - lesson.minutes
+        totals = lesson.totals
+        faces = sum(totals.values())
+        alts = {
+            "interest": f"Interest per minute, {when}: {_percent(lesson.interest)} over the lesson"
+                        + (f", lowest 5 minutes {self._low_text(lesson)}" if low else "")
+                        + f"; {gaps} minute{'s' if gaps != 1 else ''} without data.",
+            "shares": f"Emotion shares per minute, {when}. Over the lesson: "
+                      + (", ".join(f"{label} {totals[label] / faces:.0%}" for label in EMOTIONS) if faces
+                         else "no faces") + ".",
+            "pie": (f"Interested {lesson.interest:.0%}, not interested {1 - lesson.interest:.0%} of {faces:,} faces."
+                    if faces else "No faces counted."),
         }
-        new = 0
-        for kind, path in paths.items():
-            if not path.exists():
-                self._draw(drawers[kind], path)
-                new += 1
-        ratio = session.interest(self.interested)
-        view = SessionView(
-            when=when,
-            length=duration_text(session.end - session.start),
-            interest="no data" if ratio is None else f"{ratio:.0%}",
-            figures=charts.session_figures(session, self.interested, self.tz),
-            charts={kind: f"../../charts/{session.site}/{session.room}/{path.name}" for kind, path in paths.items()},
-        )
-        return view, set(paths.values()), new
+        charts = {
+            "interest": svg.interest_svg(session, self.interested, self.tz, low=low, description=alts["interest"]),
+            "pie": svg.pie_svg(totals, self.interested, description=alts["pie"]),
+            "shares": svg.shares_svg(session, self.tz, description=alts["shares"]),
+        }
+        files = {f"{self._room_dir(key)}/{lesson.stem}-{print_}-{kind}.svg": text for kind, text in charts.items()}
+        figures = session_figures(session, self.interested, self.tz)[1:]
+        figures.append(("lowest 5 minutes", self._low_text(lesson) if low else "a lesson shorter than 5 minutes"))
+        name = slot_name(slot)
+        if same:
+            values = ", ".join(_percent(other.interest) for other in same)
+            figures.append((name, f"{_percent(mean_interest(same, self.interested))} over the {len(same)} lesson"
+                                  f"{'s' if len(same) > 1 else ''} before this one ({values})"))
+        else:
+            figures.append((name, f"the first lesson of this slot in the last {self.history_weeks} weeks"))
+        if before:
+            figures.append(("this room", f"{_percent(mean_interest(before, self.interested))} over the "
+                                         f"{len(before)} lesson{'s' if len(before) > 1 else ''} before this one"))
+        previous, following = ({"href": f"{n[0]}.html", "when": n[1]} if n else None for n in neighbours)
+        week = week_of(lesson.start, self.tz)
+        view = {
+            "room": f"{key[0]}/{key[1]}", "when": when, "figures": figures, "alts": alts,
+            "charts": {kind: posixpath.basename(path) for kind, path in zip(charts, files, strict=True)},
+            "room_href": self._rel(page, f"{self._room_dir(key)}.html"),
+            "week": week, "week_href": self._rel(page, self._week_href(key, week)),
+            "previous": previous, "next": following,
+        }
+        files[page] = self._page("lesson.html", page, lesson=view)
+        self._unit(manifest, f"lesson:{lesson.stem}", print_, files, counts)
 
-    def _draw(self, draw, path):
-        # The suffix stays last: matplotlib picks the format from it.
-        temporary = path.with_name(f".tmp-{path.name}")
-        with _writing(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            draw(temporary)
-            os.replace(temporary, path)
+    def _weeks(self, key, lessons, manifest, counts):
+        weeks = {}
+        for lesson in lessons:
+            weeks.setdefault(week_of(lesson.start, self.tz), []).append(lesson)
+        names = list(weeks)
+        current = {f"week:{name}" for name in names}
+        for unit in [unit for unit in manifest.units if unit.startswith("week:") and unit not in current]:
+            self._remove(manifest.drop(unit))
+        for i, name in enumerate(names):
+            older = names[i - 1] if i else None
+            newer = names[i + 1] if i + 1 < len(names) else None
+            week = weeks[name]
+            print_ = fingerprint(self._settings, "week", key, name, [lesson.digest for lesson in week], older, newer)
+            if manifest.current(f"week:{name}", print_):
+                continue
+            page = self._week_href(key, name)
+            first = dt.datetime.fromtimestamp(week[0].start, self.tz)
+            monday = first.date() - dt.timedelta(days=first.weekday())
+            view = {
+                "room": f"{key[0]}/{key[1]}", "name": name, "count": len(week),
+                "span": f"{monday:%d %b} to {monday + dt.timedelta(days=6):%d %b %Y}",
+                "interest": _percent(mean_interest(week, self.interested)),
+                "room_href": self._rel(page, f"{self._room_dir(key)}.html"),
+                "older": {"name": older, "href": f"{older}.html"} if older else None,
+                "newer": {"name": newer, "href": f"{newer}.html"} if newer else None,
+            }
+            text = self._page("week.html", page, week=view, lessons=self._lesson_rows(page, key, week))
+            self._unit(manifest, f"week:{name}", print_, {page: text}, counts)
 
-    def _render(self, relative, template, **values):
-        path = self.output_dir / relative
-        text = self.templates.get_template(template).render(refresh_s=int(self.refresh_s), **values)
+    def _lesson_rows(self, page, key, lessons):
+        return [{"href": self._rel(page, self._lesson_href(key, lesson)), "when": self._when(lesson),
+                 "length": duration_text(lesson.end - lesson.start), "interest": _percent(lesson.interest),
+                 "low": self._low_text(lesson), "minutes": f"{lesson.minutes} of {lesson.slots}"}
+                for lesson in lessons]
+
+    def _room_page(self, key, lessons, health, now, horizon, manifest, counts):
+        page = f"{self._room_dir(key)}.html"
+        name = f"{key[0]}/{key[1]}"
+        devices = [{"name": item.device.device, "state": item.device.state or "unknown",
+                    "href": self._rel(page, self._device_href(item.device.device))}
+                   for item in sorted(health, key=lambda item: item.device.device)]
+        latest = lessons[-1] if lessons else None
+        if key not in self._with_windows:
+            empty = "no data from this room yet"
+            long_empty = "No data from this room yet" + (": its cameras have reported their status but sent no windows."
+                                                         if devices else ".")
+        else:
+            empty = f"no lesson with faces to count in the last {self.history_weeks} weeks"
+            long_empty = (f"No lesson in the last {self.history_weeks} weeks: no minute with enough faces to count "
+                          "(its windows were suppressed, or it sent none).")
+        row = {"name": name, "href": page, "lesson": None, "running": False, "empty": empty,
+               "devices": ", ".join(f"{d['name']} ({d['state']})" for d in devices) or "none reported"}
+        if latest:
+            row["lesson"] = {"href": self._lesson_href(key, latest), "when": self._when(latest),
+                             "length": duration_text(latest.end - latest.start),
+                             "interest": _percent(latest.interest), "low": self._low_text(latest)}
+            row["running"] = now - latest.end <= self.gap_s
+        # The latest lesson's chart is shown here: its unit's fingerprint names the file.
+        latest_unit = manifest.units.get(f"lesson:{latest.stem}") if latest else None
+        print_ = fingerprint(self._settings, "room", key, horizon, [lesson.digest for lesson in lessons],
+                             [(d["name"], d["state"]) for d in devices], latest_unit and latest_unit[0],
+                             key in self._with_windows)
+        if manifest.current("room", print_):
+            return row
+        files = {}
+        view = {"name": name, "devices": devices, "weeks": self.history_weeks, "latest": None, "empty": long_empty,
+                "latest_data": f"{dt.datetime.fromtimestamp(latest.end, self.tz):%Y-%m-%d %H:%M %Z}" if latest
+                else "none"}
+        if latest:
+            slot = slot_of(latest.start, self.tz)
+            history = f"{self._room_dir(key)}/history-{print_}.svg"
+            points = [svg.HistoryPoint(lesson.start, lesson.interest, slot_of(lesson.start, self.tz) == slot)
+                      for lesson in lessons]
+            average = mean_interest(lessons, self.interested)
+            marked = [p for p in points if p.marked and p.ratio is not None]
+            history_alt = (f"{len(lessons)} lessons since {dt.datetime.fromtimestamp(horizon, self.tz):%Y-%m-%d}, "
+                           f"average interest {_percent(average)}. {slot_name(slot)}: "
+                           + (", ".join(f"{p.ratio:.0%}" for p in marked) or "no data") + ".")
+            files[history] = svg.history_svg(points, horizon, max(now, latest.end), self.tz, slot_name(slot),
+                                             average, description=history_alt)
+            interest_chart = next(name for name in latest_unit[1] if name.endswith("-interest.svg"))
+            view.update(
+                latest={"href": self._rel(page, self._lesson_href(key, latest)), "when": self._when(latest),
+                        "interest": _percent(latest.interest), "length": duration_text(latest.end - latest.start),
+                        "low": self._low_text(latest) if latest.low else "",
+                        "chart": self._rel(page, interest_chart),
+                        "alt": f"Interest per minute of the latest lesson, {self._when(latest)}: "
+                               f"{_percent(latest.interest)} over the lesson."},
+                history=self._rel(page, history), history_alt=history_alt,
+                slots=self._slot_rows(page, key, lessons, slot), week_list=self._week_rows(page, key, lessons))
+        files[page] = self._page("room.html", page, room=view,
+                                 lessons=self._lesson_rows(page, key, lessons[::-1][:self.sessions_per_room]))
+        self._unit(manifest, "room", print_, files, counts)
+        return row
+
+    def _slot_rows(self, page, key, lessons, marked):
+        by_slot = {}
+        for lesson in lessons:
+            by_slot.setdefault(slot_of(lesson.start, self.tz), []).append(lesson)
+        rows = []
+        for slot in sorted(by_slot):
+            group = by_slot[slot]
+            ratios = [lesson.interest for lesson in group if lesson.interest is not None]
+            rows.append({"name": slot_name(slot), "marked": slot == marked, "count": len(group),
+                         "interest": _percent(mean_interest(group, self.interested)),
+                         "best": _percent(max(ratios, default=None)), "worst": _percent(min(ratios, default=None)),
+                         "latest": self._when(group[-1]),
+                         "latest_href": self._rel(page, self._lesson_href(key, group[-1]))})
+        return rows
+
+    def _week_rows(self, page, key, lessons):
+        weeks = {}
+        for lesson in lessons:
+            weeks.setdefault(week_of(lesson.start, self.tz), []).append(lesson)
+        return [{"name": name, "href": self._rel(page, self._week_href(key, name)), "count": len(group),
+                 "interest": _percent(mean_interest(group, self.interested))}
+                for name, group in reversed(weeks.items())]
+
+    # -- devices ---------------------------------------------------------------------------
+
+    def _device_href(self, device):
+        return f"devices/{file_name(device)}.html"
+
+    def _device(self, store, item, now, counts):
+        device = item.device
+        manifest = self._manifest("devices")
+        name = device.device
+        phase = int(hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8], 16) % DEVICE_PERIOD_S
+        period = math.floor((now + phase) / DEVICE_PERIOD_S)
+        print_ = fingerprint(self._settings, "device", name, device.site, device.room, device.state, device.reason,
+                             item.camera, device.version, item.problems, item.fps_target, period)
+        if manifest.current(f"device:{name}", print_):
+            return
+        page = self._device_href(name)
+        rows = store.stats(name, start=now - self.stats_retention_days * 86400)
+        latest = rows[-1] if rows else None
+        facts = [("room", f"{device.site}/{device.room}"),
+                 ("state", (device.state or "unknown") + (f" ({device.reason})" if device.reason else "")),
+                 ("camera", item.camera or "unknown"), ("version", device.version or "unknown"),
+                 ("last seen", f"{seen_text(device.last_seen, now, self.tz)} ({ago_text(device.last_seen, now)})"),
+                 ("target", f"{item.fps_target:g} frames per second")]
+        if latest:
+            facts += [(label + (f" ({unit})" if unit else ""), self._figure(name_, getattr(latest, name_)))
+                      for name_, label, unit in STATS_PANELS]
+            facts += [("windows dropped, last 24 h", "unknown" if item.dropped_day is None else f"{item.dropped_day}"),
+                      ("uptime", "unknown" if latest.uptime_s is None else duration_text(latest.uptime_s))]
+        files, charts = {}, []
+        if latest:
+            for period_name, heading, span, bucket in (("day", "Last 24 hours", 86400, DAY_BUCKET_S),
+                                                       ("month", f"Last {self.stats_retention_days:g} days",
+                                                        self.stats_retention_days * 86400, MONTH_BUCKET_S)):
+                start = now - span
+                series = _bucketed([row for row in rows if row.at >= start], name, start, now, bucket)
+                panels, table = self._panels(series, item)
+                description = f"{heading} of {name}'s stats: " + "; ".join(
+                    f"{row[0]} latest {row[1]}, lowest {row[2]}, highest {row[3]}" for row in table) + "."
+                chart = f"devices/{file_name(name)}-{print_}-{period_name}.svg"
+                files[chart] = svg.panels_svg(panels, start, now, self.tz, f"{heading} ({name})", description)
+                charts.append({"heading": heading, "src": self._rel(page, chart), "alt": description,
+                               "height": 150 * math.ceil(len(panels) / 2) + 24, "table": table})
+        view = {"name": name, "room": f"{device.site}/{device.room}",
+                "room_href": self._rel(page, f"{self._room_dir((device.site, device.room))}.html"),
+                "facts": facts, "problems": "; ".join(item.problems), "charts": charts,
+                "retention": f"{self.stats_retention_days:g} days",
+                "as_of": seen_text(now, now, self.tz)}
+        files[page] = self._page("device.html", page, device=view)
+        self._unit(manifest, f"device:{name}", print_, files, counts)
+
+    def _figure(self, name, value):
+        if value is None:
+            return "not sent"
+        text = number_text(value)
+        return text if plausible(name, value) else f"{text} (implausible: stored as sent)"
+
+    def _panels(self, series, item):
+        panels, table = [], []
+        for name, label, unit in STATS_PANELS:
+            points = series[name]
+            low, high = PLAUSIBLE[name]
+            target = item.fps_target if name == "fps" else self.limits.hot_c if name == "cpu_temp_c" else None
+            target_name = "target" if name == "fps" else "hot" if name == "cpu_temp_c" else ""
+            panels.append(svg.Panel(label, unit, points, 0.0, float(high), target, target_name))
+            values = [v for _, v in points if v is not None]
+            off = [v for v in values if not 0 <= v <= high]
+            table.append((label + (f" ({unit})" if unit else ""),
+                          self._figure(name, values[-1]) if values else "not sent",
+                          self._figure(name, min(values)) if values else "–",
+                          self._figure(name, max(values)) if values else "–",
+                          f"{len(off)}: drawn at the chart's edge" if off else "none"))
+        return panels, table
+
+    # -- the index -------------------------------------------------------------------------
+
+    def _index(self, rooms, health, now):
+        devices = []
+        for item in health:
+            device, stats = item.device, item.stats
+            state = device.state or "unknown"
+            if item.camera and device.state == "online":
+                state += f", camera {item.camera}"
+            row = {"name": device.device, "href": self._device_href(device.device),
+                   "room": f"{device.site}/{device.room}", "state": state,
+                   "seen": f"{seen_text(device.last_seen, now, self.tz)} ({ago_text(device.last_seen, now)})",
+                   "problems": "; ".join(item.problems), "figures": None,
+                   "no_stats": "no stats" if item.last_stats_at is None else
+                   f"no stats for {ago_text(item.last_stats_at, now).removesuffix(' ago')}"}
+            if stats:
+                fps = "–" if stats.fps is None else f"{number_text(stats.fps)}/{item.fps_target:g}"
+                temperature = "–" if stats.cpu_temp_c is None else f"{number_text(stats.cpu_temp_c)} °C"
+                row["figures"] = [
+                    (fps, not plausible("fps", stats.fps)),
+                    (_cell(stats.detect_ms), not plausible("detect_ms", stats.detect_ms)),
+                    (_cell(stats.faces_per_frame), not plausible("faces_per_frame", stats.faces_per_frame)),
+                    (_cell(stats.outbox_depth), not plausible("outbox_depth", stats.outbox_depth)),
+                    (_cell(item.dropped_day), False),
+                    (temperature, not plausible("cpu_temp_c", stats.cpu_temp_c)),
+                ]
+            devices.append(row)
+        attention = sum(1 for item in health if item.problems)
+        running = sum(1 for row in rooms if row["running"])
+        summary = (f"{len(rooms)} room{'s' if len(rooms) != 1 else ''}, {running} with a lesson now; "
+                   f"{len(health)} device{'s' if len(health) != 1 else ''}.")
+        generated = f"{dt.datetime.fromtimestamp(now, self.tz):%Y-%m-%d %H:%M %Z}"
+        text = self._page("index.html", "index.html", rooms=rooms, devices=devices, summary=summary,
+                          attention=f"{attention} need{'s' if attention == 1 else ''} attention" if attention else "",
+                          generated=generated)
+        self._write(self.output_dir / "index.html", text)
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _manifest(self, folder):
+        path = self.output_dir / folder / MANIFEST
+        manifest = self._manifests.get(path)
+        if manifest is None:
+            manifest = self._manifests[path] = Manifest(path)
+        return manifest
+
+    def _rel(self, page, target):
+        return posixpath.relpath(target, posixpath.dirname(page) or ".")
+
+    def _page(self, template, page, **values):
+        root = posixpath.relpath(".", posixpath.dirname(page) or ".")
+        return self.templates.get_template(template).render(refresh_s=int(self.refresh_s),
+                                                           root="" if root == "." else root + "/", **values)
+
+    def _unit(self, manifest, unit, print_, files, counts):
+        """Write a unit's files (charts first, its page last), then forget the files it no longer has."""
+        for relative, text in files.items():
+            self._write(self.output_dir / relative, text)
+        counts.pages += 1
+        counts.charts += len(files) - 1
+        self._remove(manifest.record(unit, print_, list(files)))
+
+    def _write(self, path, text):
         temporary = path.with_name(f".tmp-{path.name}")
         with _writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary.write_text(text, encoding="utf-8")
             os.replace(temporary, path)
-        return path
 
-    def _remove_stale(self, keep):
-        """Charts of sessions that changed since, and pages of rooms whose windows retention deleted."""
-        for folder, pattern in (("charts", "*.png"), ("rooms", "*.html")):
-            for path in (self.output_dir / folder).rglob(pattern):
-                if path not in keep:
-                    with _writing(path):
-                        path.unlink(missing_ok=True)
+    def _remove(self, relatives):
+        for relative in relatives:
+            path = self.output_dir / relative
+            with _writing(path):
+                path.unlink(missing_ok=True)
+
+    def _remove_gone(self, rooms, devices):
+        """Pages of rooms and devices the store no longer has (retention deleted them), and leftovers."""
+        wanted = {self._room_dir(key) for key in rooms}
+        for path in (self.output_dir / "rooms").glob(f"*/*/{MANIFEST}"):
+            folder = path.parent.relative_to(self.output_dir).as_posix()
+            if folder not in wanted:
+                manifest = self._manifest(folder)
+                for unit in list(manifest.units):
+                    self._remove(manifest.drop(unit))
+                self._remove([f"{folder}.html", f"{folder}/{MANIFEST}"])
+                self._manifests.pop(path, None)
+        manifest = self._manifest("devices")
+        for unit in [unit for unit in manifest.units if unit.removeprefix("device:") not in devices]:
+            self._remove(manifest.drop(unit))
+        for path in self.output_dir.rglob(".tmp-*"):
+            self._remove([path.relative_to(self.output_dir)])
+
+
+def number_text(value) -> str:
+    """Two significant digits below 10, whole numbers above: ``0.95``, ``12``, ``10,000``."""
+    if isinstance(value, float) and abs(value) < 10:
+        return f"{value:.2g}"
+    return f"{value:,.0f}"
+
+
+def _cell(value):
+    return "–" if value is None else number_text(value)
+
+
+def _bucketed(rows, device, start, end, bucket):
+    """``{field: [(epoch, value or None)]}``: the rows summarised per ``bucket`` seconds; None where none fell."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(int((row.at - start) // bucket), []).append(row)
+    count = max(1, math.ceil((end - start) / bucket))
+    series = {name: [] for name in STATS_FIELDS}
+    for index in range(count):
+        moment = start + (index + 0.5) * bucket
+        group = groups.get(index)
+        summary = summarise_stats(device, int(moment), group) if group else {}
+        for name in STATS_FIELDS:
+            series[name].append((moment, summary.get(name)))
+    return series
+

@@ -3,7 +3,7 @@
 from ..common.contract import format_utc
 from ..common.errors import EdgeAgentError
 from .charts import session_report
-from .sessions import DEFAULT_GAP_S, Session, room_minutes, split_sessions
+from .sessions import DEFAULT_GAP_S, Session, split_minutes
 
 FORMATS = (".png", ".pdf")
 
@@ -32,20 +32,20 @@ def find_room(store, name):
 
 
 def report_session(store, site, room, start=None, end=None, gap_s=DEFAULT_GAP_S):
-    """The period ``[start, end)`` as one session (its silences drawn as gaps), or the latest session."""
+    """The period ``[start, end)`` as one session (its gaps drawn as such), or the room's latest lesson."""
     if start is None and end is None:
         last = store.last_window_start(site, room)
-        windows = store.windows(site, room, start=None if last is None else last - 86400)
-        sessions = split_sessions(windows, gap_s=gap_s) if windows else []
-        if not sessions:
-            raise ReportError(f"no windows from {site}/{room}")
-        return sessions[-1]
-    windows = store.windows(site, room, start=start, end=end)
-    if not windows:
+        minutes = store.room_minutes(site, room, start=last - 86400) if last is not None else []
+        if not minutes:
+            raise ReportError(f"no minute with faces to count from {site}/{room} in the day before its last window "
+                              "(no windows, or only suppressed ones)")
+        return split_minutes(site, room, minutes, gap_s)[-1]
+    minutes = store.room_minutes(site, room, start=start, end=end)
+    if not minutes:
         period = f"from {format_utc(start) if start else 'the first window'} to {format_utc(end) if end else 'now'}"
-        raise ReportError(f"no windows from {site}/{room} {period}")
-    minutes = room_minutes(windows)
-    return Session(site, room, minutes[0].start, max(m.end for m in minutes), minutes)
+        raise ReportError(f"no minute with faces to count from {site}/{room} {period} "
+                          "(no windows, or only suppressed ones)")
+    return Session(site, room, minutes[0].start, minutes[-1].end, minutes)
 
 
 def write_report(session, path, interested, tz):

@@ -1,7 +1,12 @@
-"""From stored windows to lessons: a room's minutes, cut into sessions where the room goes quiet.
+"""From a room's minutes to lessons: stretches of minutes with faces to count, cut where the room
+has nothing to count for longer than the gap setting.
 
-A minute with no counts (every device suppressed, or no faces at all) is a gap, never zero
-interest: an empty or nearly empty room says nothing about how interested anyone was.
+A minute (a time slot, summed over the room's devices) exists only where some device counted
+faces: a minute every device suppressed, one without faces and one no window arrived for are all
+gaps, never zero interest, since an empty or nearly empty room says nothing about how interested
+anyone was. Cameras send windows all day, so silence alone would never end a lesson: a lesson
+starts at its first minute with faces and ends with its last, and a gap longer than ``gap_s``
+between two such minutes starts the next one.
 """
 
 from dataclasses import dataclass
@@ -9,86 +14,73 @@ from dataclasses import dataclass
 from ..common.contract import DEFAULT_INTERESTED, EMOTIONS, interest_ratio
 
 DEFAULT_GAP_S = 15 * 60
+# Minutes averaged to find where a lesson lost the room: one bad minute is noise, five are a stretch.
+LOW_STRETCH = 5
 
 
 @dataclass(frozen=True)
 class Minute:
-    """One time slot of a room, summed over its devices; ``counts`` is None for a gap."""
+    """One time slot of a room with faces counted, summed over its devices."""
 
     start: int
     window_s: int
-    counts: dict | None
+    counts: dict[str, int]
 
     @property
-    def end(self):
+    def end(self) -> int:
         return self.start + self.window_s
 
 
 @dataclass(frozen=True)
 class Session:
+    """A lesson, or a report's period: ``[start, end)`` and the minutes with faces inside it."""
+
     site: str
     room: str
     start: int
     end: int
     minutes: list[Minute]
 
-    def totals(self):
+    def totals(self) -> dict[str, int]:
         totals = dict.fromkeys(EMOTIONS, 0)
         for minute in self.minutes:
-            if minute.counts:
-                for label, count in minute.counts.items():
-                    totals[label] += count
+            for label, count in minute.counts.items():
+                totals[label] += count
         return totals
 
-    def interest(self, interested=DEFAULT_INTERESTED):
+    def interest(self, interested=DEFAULT_INTERESTED) -> float | None:
         return interest_ratio(self.totals(), interested)
 
+    @property
+    def window_s(self) -> int:
+        return self.minutes[0].window_s if self.minutes else 60
 
-def room_minutes(payloads):
-    """The windows of one room, summed per ``window_start`` across its devices, in time order."""
-    rooms = {(p.site, p.room) for p in payloads}
-    if len(rooms) > 1:
-        raise ValueError(f"room_minutes takes one room's windows, got {len(rooms)} rooms")
-    # QoS 1 may deliver a window twice; count each (device, window_start) once.
-    unique = {}
-    for payload in payloads:
-        unique.setdefault((payload.device, payload.start_epoch), payload)
-    slots = {}
-    for payload in unique.values():
-        window_s, counts = slots.get(payload.start_epoch, (payload.window_s, None))
-        window_s = max(window_s, payload.window_s)
-        if not payload.suppressed and payload.faces:
-            counts = dict(counts or dict.fromkeys(EMOTIONS, 0))
-            for label, count in payload.counts.as_dict().items():
-                counts[label] += count
-        slots[payload.start_epoch] = (window_s, counts)
-    return [Minute(start, window_s, counts) for start, (window_s, counts) in sorted(slots.items())]
+    @property
+    def slots(self) -> int:
+        """Time slots from start to end, gaps included."""
+        return max(len(self.minutes), round((self.end - self.start) / self.window_s))
 
 
-def split_sessions(payloads, gap_s=DEFAULT_GAP_S):
-    """Sessions of every room in ``payloads``, ordered by start; a room's silence over ``gap_s`` ends one."""
-    by_room = {}
-    for payload in payloads:
-        by_room.setdefault((payload.site, payload.room), []).append(payload)
-    sessions = []
-    for (site, room), windows in by_room.items():
-        current = []
-        for minute in room_minutes(windows):
-            if current and minute.start - current[-1].end > gap_s:
-                sessions.append(_session(site, room, current))
-                current = []
-            current.append(minute)
+def split_minutes(site: str, room: str, minutes: list[Minute], gap_s: float = DEFAULT_GAP_S) -> list[Session]:
+    """The room's lessons in time order; a gap longer than ``gap_s`` between two minutes ends one."""
+    sessions, current = [], []
+    for minute in minutes:
+        if current and minute.start - current[-1].end > gap_s:
+            sessions.append(_session(site, room, current))
+            current = []
+        current.append(minute)
+    if current:
         sessions.append(_session(site, room, current))
-    return sorted(sessions, key=lambda s: (s.start, s.site, s.room))
+    return sessions
 
 
 def _session(site, room, minutes):
     return Session(site, room, minutes[0].start, max(m.end for m in minutes), minutes)
 
 
-def interest_series(session, interested=DEFAULT_INTERESTED):
-    """``(start, ratio)`` per minute; the ratio is None for a gap."""
-    return [(m.start, interest_ratio(m.counts, interested) if m.counts else None) for m in session.minutes]
+def interest_series(session: Session, interested=DEFAULT_INTERESTED) -> list[tuple[int, float]]:
+    """``(start, ratio)`` per minute with faces."""
+    return [(m.start, interest_ratio(m.counts, interested)) for m in session.minutes]
 
 
 def smooth(values, window=5):
@@ -101,3 +93,22 @@ def smooth(values, window=5):
         near = [v for v in values[max(0, i - half):i + half + 1] if v is not None]
         smoothed.append(sum(near) / len(near) if near else None)
     return smoothed
+
+
+def low_stretch(session: Session, interested=DEFAULT_INTERESTED) -> tuple[int, int, float] | None:
+    """``(start, end, ratio)`` of the LOW_STRETCH consecutive minutes with the least interest, counted
+    over their faces together; None for a lesson shorter than that, whose low point would be noise."""
+    minutes = session.minutes
+    if len(minutes) < LOW_STRETCH:
+        return None
+    lowest = None
+    for first in range(len(minutes) - LOW_STRETCH + 1):
+        stretch = minutes[first:first + LOW_STRETCH]
+        totals = dict.fromkeys(EMOTIONS, 0)
+        for minute in stretch:
+            for label, count in minute.counts.items():
+                totals[label] += count
+        ratio = interest_ratio(totals, interested)
+        if lowest is None or ratio < lowest[2]:
+            lowest = (stretch[0].start, stretch[-1].end, ratio)
+    return lowest

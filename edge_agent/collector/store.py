@@ -28,6 +28,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    and_,
     create_engine,
     event,
     func,
@@ -39,6 +40,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 
 from ..common.contract import EMOTIONS, SCHEMA_VERSION, EmotionsPayload, format_utc, parse_utc
 from ..common.errors import EdgeAgentError
+from .sessions import Minute
 
 # Long enough to ride out another process's write (a retention run, a second collector).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -63,6 +65,8 @@ windows_table = Table(
     Column("model", String(80), nullable=False),
     Column("received_at", Double, nullable=False),
     Index("windows_by_room", "site", "room", "window_start"),
+    # The dashboard asks which rooms got windows since its last look.
+    Index("windows_by_arrival", "received_at"),
 )
 
 devices_table = Table(
@@ -141,6 +145,15 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class FleetStats:
+    """A device's latest stats, and two earlier figures to tell a trend from a level."""
+
+    latest: Stats | None
+    outbox_before: int | None
+    dropped_before: int | None
+
+
+@dataclass(frozen=True)
 class Device:
     device: str
     site: str
@@ -205,8 +218,12 @@ class Store:
                              "PostgreSQL needs the psycopg package") from None
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _set_sqlite_pragmas)
-        with self._guard("cannot open the store"):
-            metadata.create_all(self.engine)
+        with self._guard("cannot open the store"), self.engine.begin() as connection:
+            metadata.create_all(connection)
+            # create_all adds no index to a table that exists: a store made by an earlier version.
+            for table in metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(connection, checkfirst=True)
 
     @classmethod
     def from_config(cls, config, url: str | None = None) -> "Store":
@@ -259,6 +276,34 @@ class Store:
         query = query.order_by(windows_table.c.window_start, windows_table.c.device)
         with self._guard("cannot read windows from"), self.engine.connect() as connection:
             return [_window_payload(row) for row in connection.execute(query).mappings()]
+
+    def room_minutes(self, site: str, room: str, start: float | None = None, end: float | None = None) -> list[Minute]:
+        """The room's minutes with faces counted, summed over its devices, by start; ``end`` exclusive.
+
+        A window suppressed or without faces adds nothing; a slot where no device counted any
+        face is left out, so gaps stay gaps.
+        """
+        table = windows_table
+        counted = and_(~table.c.suppressed, table.c.faces > 0)
+        query = (select(table.c.window_start, func.max(table.c.window_s).label("window_s"),
+                        *(func.sum(table.c[label]).label(label) for label in EMOTIONS))
+                 .where(table.c.site == site, table.c.room == room, counted)
+                 .group_by(table.c.window_start).order_by(table.c.window_start))
+        if start is not None:
+            query = query.where(table.c.window_start >= start)
+        if end is not None:
+            query = query.where(table.c.window_start < end)
+        with self._guard("cannot read windows from"), self.engine.connect() as connection:
+            return [Minute(row[0], row[1], dict(zip(EMOTIONS, map(int, row[2:]), strict=True)))
+                    for row in connection.execute(query)]
+
+    def rooms_changed(self, since: float) -> dict[tuple[str, str], int]:
+        """``{(site, room): earliest window_start}`` of the windows received at or after ``since``."""
+        table = windows_table
+        query = (select(table.c.site, table.c.room, func.min(table.c.window_start))
+                 .where(table.c.received_at >= since).group_by(table.c.site, table.c.room))
+        with self._guard("cannot read windows from"), self.engine.connect() as connection:
+            return {(site, room): first for site, room, first in connection.execute(query)}
 
     def rooms(self):
         """``(site, room)`` of every room that has windows, sorted."""
@@ -351,6 +396,30 @@ class Store:
         with self._guard("cannot read stats from"), self.engine.connect() as connection:
             return [Stats(**row) for row in connection.execute(query).mappings()]
 
+    def fleet_stats(self, now: float, outbox_since_s: float = 600, dropped_since_s: float = 86400) -> dict:
+        """``{device: FleetStats}`` for every device with stats: its newest row, its outbox depth in its first
+        row of the last ``outbox_since_s`` and its dropped-window count in its first of the last
+        ``dropped_since_s``, all in one statement of index look-ups."""
+        latest, earlier = stats_table, stats_table.alias("earlier")
+
+        def first_since(column, seconds):
+            return (select(column).where(earlier.c.device == latest.c.device, earlier.c.at >= now - seconds)
+                    .order_by(earlier.c.at).limit(1).scalar_subquery())
+
+        # Driven from the devices (hundreds of rows), never from the stats (a day of minutes each).
+        newest = (select(devices_table.c.device, select(func.max(earlier.c.at))
+                         .where(earlier.c.device == devices_table.c.device).scalar_subquery().label("at"))
+                  .subquery("newest"))
+        query = (select(latest, first_since(earlier.c.outbox_depth, outbox_since_s).label("outbox_before"),
+                        first_since(earlier.c.dropped_windows, dropped_since_s).label("dropped_before"))
+                 .select_from(newest.join(latest, and_(latest.c.device == newest.c.device,
+                                                       latest.c.at == newest.c.at))))
+        with self._guard("cannot read stats from"), self.engine.connect() as connection:
+            rows = connection.execute(query).mappings().all()
+        fields = Stats.__dataclass_fields__
+        return {row["device"]: FleetStats(Stats(**{name: row[name] for name in fields}), row["outbox_before"],
+                                          row["dropped_before"]) for row in rows}
+
     def prune_stats(self, now: float | None = None) -> tuple[int, int]:
         """Delete stats past retention, then summarise per hour those past the detail period.
 
@@ -377,7 +446,7 @@ class Store:
                 connection.execute(table.delete().where(*in_hour))
                 # A summary already there (the clock stepped back over an hour done before) is kept.
                 connection.execute(self._insert(table).on_conflict_do_nothing(index_elements=["device", "at"]),
-                                   [_summary(device, hour, list(group))
+                                   [summarise_stats(device, hour, list(group))
                                     for device, group in itertools.groupby(rows, key=lambda row: row.device)])
                 summarised += len(rows)
 
@@ -385,9 +454,9 @@ class Store:
         self.engine.dispose()
 
 
-def _summary(device, hour, rows):
-    """One hourly row from a device's rows of that hour (in time order), by the STATS_* rules."""
-    summary = {"device": device, "at": hour, "summary": True, "samples": sum(row.samples for row in rows)}
+def summarise_stats(device: str, at: int, rows: list[Stats]) -> dict:
+    """One row standing for a device's ``rows`` (in time order, from ``at`` on), by the STATS_* rules."""
+    summary = {"device": device, "at": at, "summary": True, "samples": sum(row.samples for row in rows)}
     for name in STATS_FIELDS:
         values = [value for row in rows if (value := getattr(row, name)) is not None]
         if not values:

@@ -7,12 +7,13 @@ given; this module imports no matplotlib, so importing it costs a Pi nothing.
 
 from .contract import DEFAULT_INTERESTED, EMOTIONS
 
-# One colour per emotion, the same in every chart the product draws.
+# One colour per emotion, the same in every chart the product draws: Okabe and Ito's palette,
+# told apart with every common colour-vision deficiency (no red beside green).
 EMOTION_COLORS = {
-    "angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#f2b701",
-    "sad": "#1f77b4", "surprise": "#ff7f0e", "neutral": "#7f7f7f",
+    "angry": "#d55e00", "disgust": "#cc79a7", "fear": "#0072b2", "happy": "#f0e442",
+    "sad": "#56b4e9", "surprise": "#e69f00", "neutral": "#999999",
 }
-INTERESTED_COLOR, NOT_INTERESTED_COLOR = "#2ca02c", "#c7c7c7"
+INTERESTED_COLOR, NOT_INTERESTED_COLOR = "#009e73", "#c7c7c7"
 
 
 def draw_interest_pie(ax, counts, interested=DEFAULT_INTERESTED):

@@ -53,7 +53,8 @@ def test_report_of_a_period_as_pdf(config, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--room", "101"], r"room 101 exists in several sites \(north, south\): give it as SITE/101"),
     (["--room", "north/999"], r"no windows from room north/999 in the store \(rooms with data: north/101, south/101\)"),
-    (["--room", "north/101", "--from", "2026-12-01T00:00Z"], "no windows from north/101 from 2026-12-01T00:00:00Z"),
+    (["--room", "north/101", "--from", "2026-12-01T00:00Z"],
+     r"no minute with faces to count from north/101 from 2026-12-01T00:00:00Z to now \(no windows, or only "),
     (["--room", "north/101", "--from", "yesterday"], "'yesterday' is not an ISO 8601 time"),
 ])
 def test_report_mistakes_are_explained(config, tmp_path, args, message):
@@ -72,7 +73,7 @@ def test_report_refuses_an_unknown_format(config, tmp_path):
 def test_dashboard_then_serve_over_http(config, tmp_path):
     built = collector("dashboard", "--config", config)
     assert built.returncode == 0, built.stderr
-    assert "2 rooms, 3 sessions" in built.stdout
+    assert "2 rooms, 3 lessons" in built.stdout
     server = subprocess.Popen([sys.executable, "-m", "edge_agent.collector.cli", "serve", "--config", config,
                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
@@ -81,8 +82,11 @@ def test_dashboard_then_serve_over_http(config, tmp_path):
         url = line.split(" at ")[1].split()[0]
         index = urllib.request.urlopen(url, timeout=10).read().decode()
         assert "north/101" in index and "south/101" in index
-        fleet = urllib.request.urlopen(url + "fleet.png", timeout=10).read()
-        assert fleet.startswith(PNG_SIGNATURE)
+        history = re.search(r'<img src="(101/history-[0-9a-f]+\.svg)"', urllib.request.urlopen(
+            url + "rooms/north/101.html", timeout=10).read().decode()).group(1)
+        chart = urllib.request.urlopen(url + "rooms/north/" + history, timeout=10)
+        assert chart.headers["Content-Type"] == "image/svg+xml"
+        assert chart.read().startswith(b"<svg")
     finally:
         server.terminate()
         server.wait(10)

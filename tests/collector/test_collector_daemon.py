@@ -116,6 +116,10 @@ def test_killed_and_restarted_collector_stores_every_window_exactly_once(tmp_pat
             deadline = time.monotonic() + 60
             while len(stored(url)) < 300 * len(DEVICES) and time.monotonic() < deadline:
                 time.sleep(0.5)
+            # The dashboard worker draws beside ingest, at its own pace.
+            room = tmp_path / "www" / "rooms" / "north" / "101.html"
+            while not room.is_file() and time.monotonic() < deadline:
+                time.sleep(0.5)
             assert collector.terminate() == 0
         finally:
             stop.set()
