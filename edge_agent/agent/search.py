@@ -123,9 +123,10 @@ def plan_bands(observations, width: int, height: int, margin: float, scale_facto
     # The 5th and 95th percentiles, not the extremes: one stray box must not widen every band.
     low_ratio, high_ratio = np.percentile(ratio, 5) / margin, np.percentile(ratio, 95) * margin
     strip = height / STRIPS
-    # Half a strip of slack above the highest face and below the lowest: the next row sits a little further.
-    first = max(0, int((cy.min() - strip / 2) // strip))
-    last = min(STRIPS - 1, int((cy.max() + strip / 2) // strip))
+    # A strip of slack above the highest face and below the lowest: a seat no one sat in while
+    # learning sits a little further back or forward.
+    first = max(0, int(cy.min() // strip) - 1)
+    last = min(STRIPS - 1, int(cy.max() // strip) + 1)
 
     def strip_sizes(k: int) -> tuple[float, float]:
         ends = np.maximum(np.polyval(coefficients, [k * strip, (k + 1) * strip]), 1.0)
@@ -142,14 +143,13 @@ def plan_bands(observations, width: int, height: int, margin: float, scale_facto
         best[j] = min(((best[i][0] + band_cost(*band(i, j), scale_factor), best[i][1] + [band(i, j)])
                        for i in range(first, j)), key=lambda option: option[0])
     bands = best[last + 1][1]
-    planned = []
-    for top, bottom, low, high in bands:
-        # Columns where faces of these rows were seen, a face's width to spare; rows between rows
-        # with faces (no face of their own yet) are searched across the columns of all.
-        inside = (cy >= top - strip / 2) & (cy < bottom + strip / 2)
-        xs = cx[inside] if inside.any() else cx
-        planned.append(Band(round(top), round(bottom), int(low), int(np.ceil(high)),
-                            max(0, int(xs.min() - high)), min(width, int(np.ceil(xs.max() + high)))))
+    # One span of columns for all bands: where faces were seen, the widest face to spare. Per-band
+    # spans learned from a minute's faces left out seats nobody had used yet (measured: 84% of
+    # the largest faces found, against 100% by the whole-frame search).
+    widest = side.max() * margin
+    left, right = max(0, int(cx.min() - widest)), min(width, int(np.ceil(cx.max() + widest)))
+    planned = [Band(round(top), round(bottom), int(low), int(np.ceil(high)), left, right)
+               for top, bottom, low, high in bands]
     return Plan(tuple(planned))
 
 
