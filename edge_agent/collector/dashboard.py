@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import posixpath
 import re
 import time
 from contextlib import contextmanager
@@ -42,9 +41,8 @@ from ..common.errors import EdgeAgentError
 from . import svg
 from .charts import session_figures, span_text
 from .fleet import PLAUSIBLE, Thresholds, ago_text, fleet_health, plausible, seen_text
-from .lessons import RoomLessons, mean_interest, slot_name, slot_of, week_of
+from .lessons import RoomLessons, mean_interest, slot_name
 from .sessions import DEFAULT_GAP_S, Session
-from .store import STATS_FIELDS, summarise_stats
 
 # Windows are stamped on arrival and committed a moment later: ask again for this far back.
 ARRIVAL_MARGIN_S = 120
@@ -163,6 +161,7 @@ class Dashboard:
         self._rooms: dict[tuple[str, str], RoomLessons] = {}
         self._manifests: dict[Path, Manifest] = {}
         self._with_windows: set[tuple[str, str]] = set()
+        self._histories: dict[tuple[str, str], dict] = {}
         self._checked = None
 
     @classmethod
@@ -228,7 +227,8 @@ class Dashboard:
         site, room = key
         lessons = self._rooms.get(key)
         if lessons is None:
-            lessons = self._rooms[key] = RoomLessons(site, room, gap_s=self.gap_s, interested=self.interested)
+            lessons = self._rooms[key] = RoomLessons(site, room, gap_s=self.gap_s, interested=self.interested,
+                                                     tz=self.tz)
         sessions, redo_from = {}, None
         if changed:
             self._with_windows.add(key)
@@ -269,13 +269,12 @@ class Dashboard:
         return f"{self._clock(start)}–{self._clock(end)}: {ratio:.0%}"
 
     def _lessons(self, store, key, lessons, first_index, sessions, manifest, counts):
-        slots = [slot_of(lesson.start, self.tz) for lesson in lessons]
         current = {f"lesson:{lesson.stem}" for lesson in lessons}
         for unit in [unit for unit in manifest.units if unit.startswith("lesson:") and unit not in current]:
             self._remove(manifest.drop(unit))
         by_slot = {}
         for i, lesson in enumerate(lessons):
-            earlier = by_slot.setdefault(slots[i], [])
+            earlier = by_slot.setdefault(lesson.slot, [])
             same = earlier[-COMPARE_SLOT:]
             earlier.append(lesson)
             if i < first_index:
@@ -286,7 +285,7 @@ class Dashboard:
                                if other else None
                                for other in (lessons[i - 1] if i else None,
                                              lessons[i + 1] if i + 1 < len(lessons) else None))
-            inputs = (self._settings, "lesson", key, lesson.digest, neighbours, slot_name(slots[i]),
+            inputs = (self._settings, "lesson", key, lesson.digest, neighbours, slot_name(lesson.slot),
                       [(other.stem, other.interest) for other in same], mean_interest(before, self.interested),
                       len(before))
             print_ = fingerprint(*inputs)
@@ -297,9 +296,9 @@ class Dashboard:
             if session is None or session.end != lesson.end:
                 minutes = store.room_minutes(key[0], key[1], start=lesson.start, end=lesson.end)
                 session = Session(key[0], key[1], lesson.start, lesson.end, minutes)
-            self._lesson_page(key, lesson, session, print_, neighbours, slots[i], same, before, manifest, counts)
+            self._lesson_page(key, lesson, session, print_, neighbours, same, before, manifest, counts)
 
-    def _lesson_page(self, key, lesson, session, print_, neighbours, slot, same, before, manifest, counts):
+    def _lesson_page(self, key, lesson, session, print_, neighbours, same, before, manifest, counts):
         page = self._lesson_href(key, lesson)
         when = self._when(lesson)
         low = lesson.low
@@ -324,7 +323,7 @@ class Dashboard:
         files = {f"{self._room_dir(key)}/{lesson.stem}-{print_}-{kind}.svg": text for kind, text in charts.items()}
         figures = session_figures(session, self.interested, self.tz)[1:]
         figures.append(("lowest 5 minutes", self._low_text(lesson) if low else "a lesson shorter than 5 minutes"))
-        name = slot_name(slot)
+        name = slot_name(lesson.slot)
         if same:
             values = ", ".join(_percent(other.interest) for other in same)
             figures.append((name, f"{_percent(mean_interest(same, self.interested))} over the {len(same)} lesson"
@@ -335,10 +334,10 @@ class Dashboard:
             figures.append(("this room", f"{_percent(mean_interest(before, self.interested))} over the "
                                          f"{len(before)} lesson{'s' if len(before) > 1 else ''} before this one"))
         previous, following = ({"href": f"{n[0]}.html", "when": n[1]} if n else None for n in neighbours)
-        week = week_of(lesson.start, self.tz)
+        week = lesson.week
         view = {
             "room": f"{key[0]}/{key[1]}", "when": when, "figures": figures, "alts": alts,
-            "charts": {kind: posixpath.basename(path) for kind, path in zip(charts, files, strict=True)},
+            "charts": {kind: path.rpartition("/")[2] for kind, path in zip(charts, files, strict=True)},
             "room_href": self._rel(page, f"{self._room_dir(key)}.html"),
             "week": week, "week_href": self._rel(page, self._week_href(key, week)),
             "previous": previous, "next": following,
@@ -349,7 +348,7 @@ class Dashboard:
     def _weeks(self, key, lessons, manifest, counts):
         weeks = {}
         for lesson in lessons:
-            weeks.setdefault(week_of(lesson.start, self.tz), []).append(lesson)
+            weeks.setdefault(lesson.week, []).append(lesson)
         names = list(weeks)
         current = {f"week:{name}" for name in names}
         for unit in [unit for unit in manifest.units if unit.startswith("week:") and unit not in current]:
@@ -403,48 +402,64 @@ class Dashboard:
                              "length": duration_text(latest.end - latest.start),
                              "interest": _percent(latest.interest), "low": self._low_text(latest)}
             row["running"] = now - latest.end <= self.gap_s
+        # A lesson joins the history once it has ended: until then it changes every minute.
+        history = self._history(key, lessons[:-1] if row["running"] else lessons, latest, horizon, manifest, counts)
         # The latest lesson's chart is shown here: its unit's fingerprint names the file.
         latest_unit = manifest.units.get(f"lesson:{latest.stem}") if latest else None
-        print_ = fingerprint(self._settings, "room", key, horizon, [lesson.digest for lesson in lessons],
+        weeks = self._week_rows(page, key, lessons)
+        recent = lessons[::-1][:self.sessions_per_room]
+        print_ = fingerprint(self._settings, "room", key, [lesson.digest for lesson in recent], row["running"],
                              [(d["name"], d["state"]) for d in devices], latest_unit and latest_unit[0],
-                             key in self._with_windows)
+                             key in self._with_windows, history and history["print"],
+                             [(week["name"], week["count"], week["interest"]) for week in weeks])
         if manifest.current("room", print_):
             return row
-        files = {}
         view = {"name": name, "devices": devices, "weeks": self.history_weeks, "latest": None, "empty": long_empty,
+                "history": history, "week_list": weeks,
                 "latest_data": f"{dt.datetime.fromtimestamp(latest.end, self.tz):%Y-%m-%d %H:%M %Z}" if latest
                 else "none"}
         if latest:
-            slot = slot_of(latest.start, self.tz)
-            history = f"{self._room_dir(key)}/history-{print_}.svg"
-            points = [svg.HistoryPoint(lesson.start, lesson.interest, slot_of(lesson.start, self.tz) == slot)
-                      for lesson in lessons]
-            average = mean_interest(lessons, self.interested)
-            marked = [p for p in points if p.marked and p.ratio is not None]
-            history_alt = (f"{len(lessons)} lessons since {dt.datetime.fromtimestamp(horizon, self.tz):%Y-%m-%d}, "
-                           f"average interest {_percent(average)}. {slot_name(slot)}: "
-                           + (", ".join(f"{p.ratio:.0%}" for p in marked) or "no data") + ".")
-            files[history] = svg.history_svg(points, horizon, max(now, latest.end), self.tz, slot_name(slot),
-                                             average, description=history_alt)
             interest_chart = next(name for name in latest_unit[1] if name.endswith("-interest.svg"))
-            view.update(
-                latest={"href": self._rel(page, self._lesson_href(key, latest)), "when": self._when(latest),
-                        "interest": _percent(latest.interest), "length": duration_text(latest.end - latest.start),
-                        "low": self._low_text(latest) if latest.low else "",
-                        "chart": self._rel(page, interest_chart),
-                        "alt": f"Interest per minute of the latest lesson, {self._when(latest)}: "
-                               f"{_percent(latest.interest)} over the lesson."},
-                history=self._rel(page, history), history_alt=history_alt,
-                slots=self._slot_rows(page, key, lessons, slot), week_list=self._week_rows(page, key, lessons))
-        files[page] = self._page("room.html", page, room=view,
-                                 lessons=self._lesson_rows(page, key, lessons[::-1][:self.sessions_per_room]))
-        self._unit(manifest, "room", print_, files, counts)
+            view["latest"] = {"href": self._rel(page, self._lesson_href(key, latest)), "when": self._when(latest),
+                              "interest": _percent(latest.interest), "length": duration_text(latest.end - latest.start),
+                              "low": self._low_text(latest) if latest.low else "",
+                              "chart": self._rel(page, interest_chart), "running": row["running"],
+                              "alt": f"Interest per minute of the latest lesson, {self._when(latest)}: "
+                                     f"{_percent(latest.interest)} over the lesson."}
+        text = self._page("room.html", page, room=view, lessons=self._lesson_rows(page, key, recent))
+        self._unit(manifest, "room", print_, {page: text}, counts)
         return row
+
+    def _history(self, key, ended, latest, horizon, manifest, counts):
+        """The room's ended lessons as a chart (its own unit) and a table by slot; None before the first ends."""
+        if not ended:
+            return None
+        slot = latest.slot
+        print_ = fingerprint(self._settings, "history", key, horizon, [lesson.digest for lesson in ended], slot)
+        cached = self._histories.get(key)
+        if cached and cached["print"] == print_:
+            return cached
+        page = f"{self._room_dir(key)}.html"
+        chart = f"{self._room_dir(key)}/history-{print_}.svg"
+        points = [svg.HistoryPoint(lesson.start, lesson.interest, lesson.slot == slot) for lesson in ended]
+        average = mean_interest(ended, self.interested)
+        marked = [p for p in points if p.marked and p.ratio is not None]
+        alt = (f"{len(ended)} lessons since {dt.datetime.fromtimestamp(horizon, self.tz):%Y-%m-%d}, "
+               f"average interest {_percent(average)}. {slot_name(slot)}: "
+               + (", ".join(f"{p.ratio:.0%}" for p in marked) or "no data") + ".")
+        if not manifest.current("history", print_):
+            # To the end of today: the chart's span moves with the history's horizon, a day at a time.
+            end = horizon + (self.history_weeks * 7 + 1) * 86400
+            self._unit(manifest, "history", print_, {chart: svg.history_svg(
+                points, horizon, end, self.tz, slot_name(slot), average, description=alt)}, counts)
+        self._histories[key] = {"print": print_, "src": self._rel(page, chart), "alt": alt,
+                                "slots": self._slot_rows(page, key, ended, slot)}
+        return self._histories[key]
 
     def _slot_rows(self, page, key, lessons, marked):
         by_slot = {}
         for lesson in lessons:
-            by_slot.setdefault(slot_of(lesson.start, self.tz), []).append(lesson)
+            by_slot.setdefault(lesson.slot, []).append(lesson)
         rows = []
         for slot in sorted(by_slot):
             group = by_slot[slot]
@@ -459,7 +474,7 @@ class Dashboard:
     def _week_rows(self, page, key, lessons):
         weeks = {}
         for lesson in lessons:
-            weeks.setdefault(week_of(lesson.start, self.tz), []).append(lesson)
+            weeks.setdefault(lesson.week, []).append(lesson)
         return [{"name": name, "href": self._rel(page, self._week_href(key, name)), "count": len(group),
                  "interest": _percent(mean_interest(group, self.interested))}
                 for name, group in reversed(weeks.items())]
@@ -480,30 +495,33 @@ class Dashboard:
         if manifest.current(f"device:{name}", print_):
             return
         page = self._device_href(name)
-        rows = store.stats(name, start=now - self.stats_retention_days * 86400)
-        latest = rows[-1] if rows else None
+        latest = item.latest
         facts = [("room", f"{device.site}/{device.room}"),
                  ("state", (device.state or "unknown") + (f" ({device.reason})" if device.reason else "")),
                  ("camera", item.camera or "unknown"), ("version", device.version or "unknown"),
                  ("last seen", f"{seen_text(device.last_seen, now, self.tz)} ({ago_text(device.last_seen, now)})"),
                  ("target", f"{item.fps_target:g} frames per second")]
         if latest:
-            facts += [(label + (f" ({unit})" if unit else ""), self._figure(name_, getattr(latest, name_)))
-                      for name_, label, unit in STATS_PANELS]
+            facts += [("last stats", f"{seen_text(latest.at, now, self.tz)} ({ago_text(latest.at, now)})")]
+            facts += [(label + (f" ({unit})" if unit else ""), self._figure(field, getattr(latest, field)))
+                      for field, label, unit in STATS_PANELS]
             facts += [("windows dropped, last 24 h", "unknown" if item.dropped_day is None else f"{item.dropped_day}"),
                       ("uptime", "unknown" if latest.uptime_s is None else duration_text(latest.uptime_s))]
         files, charts = {}, []
         if latest:
+            fields = [field for field, _, _ in STATS_PANELS]
             for period_name, heading, span, bucket in (("day", "Last 24 hours", 86400, DAY_BUCKET_S),
                                                        ("month", f"Last {self.stats_retention_days:g} days",
                                                         self.stats_retention_days * 86400, MONTH_BUCKET_S)):
-                start = now - span
-                series = _bucketed([row for row in rows if row.at >= start], name, start, now, bucket)
+                # Buckets on round times, so a redraw ten minutes on moves the chart by whole buckets.
+                end = int(now) // bucket * bucket + bucket
+                start = end - int(span) // bucket * bucket
+                series = store.stats_series(name, start, end, bucket, fields)
                 panels, table = self._panels(series, item)
                 description = f"{heading} of {name}'s stats: " + "; ".join(
                     f"{row[0]} latest {row[1]}, lowest {row[2]}, highest {row[3]}" for row in table) + "."
                 chart = f"devices/{file_name(name)}-{print_}-{period_name}.svg"
-                files[chart] = svg.panels_svg(panels, start, now, self.tz, f"{heading} ({name})", description)
+                files[chart] = svg.panels_svg(panels, start, end, self.tz, f"{heading} ({name})", description)
                 charts.append({"heading": heading, "src": self._rel(page, chart), "alt": description,
                                "height": 150 * math.ceil(len(panels) / 2) + 24, "table": table})
         view = {"name": name, "room": f"{device.site}/{device.room}",
@@ -584,19 +602,24 @@ class Dashboard:
         return manifest
 
     def _rel(self, page, target):
-        return posixpath.relpath(target, posixpath.dirname(page) or ".")
+        """``target`` as linked from ``page`` (both from the output root): beside it, or by way of the root."""
+        folder = page.rpartition("/")[0]
+        if folder and target.startswith(folder + "/"):
+            return target[len(folder) + 1:]
+        return "../" * page.count("/") + target
 
     def _page(self, template, page, **values):
-        root = posixpath.relpath(".", posixpath.dirname(page) or ".")
         return self.templates.get_template(template).render(refresh_s=int(self.refresh_s),
-                                                           root="" if root == "." else root + "/", **values)
+                                                           root="../" * page.count("/"), **values)
 
     def _unit(self, manifest, unit, print_, files, counts):
         """Write a unit's files (charts first, its page last), then forget the files it no longer has."""
         for relative, text in files.items():
             self._write(self.output_dir / relative, text)
-        counts.pages += 1
-        counts.charts += len(files) - 1
+            if relative.endswith(".html"):
+                counts.pages += 1
+            else:
+                counts.charts += 1
         self._remove(manifest.record(unit, print_, list(files)))
 
     def _write(self, path, text):
@@ -639,20 +662,3 @@ def number_text(value) -> str:
 
 def _cell(value):
     return "–" if value is None else number_text(value)
-
-
-def _bucketed(rows, device, start, end, bucket):
-    """``{field: [(epoch, value or None)]}``: the rows summarised per ``bucket`` seconds; None where none fell."""
-    groups = {}
-    for row in rows:
-        groups.setdefault(int((row.at - start) // bucket), []).append(row)
-    count = max(1, math.ceil((end - start) / bucket))
-    series = {name: [] for name in STATS_FIELDS}
-    for index in range(count):
-        moment = start + (index + 0.5) * bucket
-        group = groups.get(index)
-        summary = summarise_stats(device, int(moment), group) if group else {}
-        for name in STATS_FIELDS:
-            series[name].append((moment, summary.get(name)))
-    return series
-

@@ -52,11 +52,15 @@ class Health:
 
     device: Device
     stats: Stats | None  # None: none recent enough to judge the device by
-    last_stats_at: float | None
+    latest: Stats | None  # the newest, however old
     fps_target: float
     dropped_day: int | None
     problems: tuple[str, ...]
     implausible: tuple[str, ...]
+
+    @property
+    def last_stats_at(self) -> float | None:
+        return self.latest.at if self.latest else None
 
     @property
     def camera(self) -> str | None:
@@ -104,7 +108,7 @@ def assess(device: Device, fleet: FleetStats | None, now: float, limits: Thresho
             problems.append(f"{current.fps:.2g} fps, below {target:g}")
         if implausible:
             problems.append("implausible " + ", ".join(implausible))
-    return Health(device, current, latest.at if latest else None, target, dropped, tuple(problems), implausible)
+    return Health(device, current, latest, target, dropped, tuple(problems), implausible)
 
 
 def fleet_health(devices, fleet_stats: dict, now: float, limits: Thresholds) -> list[Health]:

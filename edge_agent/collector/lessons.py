@@ -35,20 +35,20 @@ class Lesson:
     interest: float | None
     low: tuple[int, int, float] | None
     digest: str
-
-    @property
-    def stem(self) -> str:
-        """The lesson's name in file names: its start, UTC, to the minute."""
-        return dt.datetime.fromtimestamp(self.start, dt.UTC).strftime("%Y%m%dT%H%M")
+    slot: tuple[int, int]
+    week: str
+    stem: str  # the lesson's name in file names: its start, UTC, to the minute
 
 
-def summarise(session: Session, interested=DEFAULT_INTERESTED) -> Lesson:
+def summarise(session: Session, interested=DEFAULT_INTERESTED, tz=dt.UTC) -> Lesson:
     """A lesson's summary; ``digest`` changes whenever anything drawn from its minutes would."""
     minutes = [(m.start, m.window_s, tuple(m.counts.values())) for m in session.minutes]
     digest = hashlib.sha256(repr((session.start, session.end, minutes)).encode()).hexdigest()[:16]
     totals = session.totals()
     return Lesson(session.site, session.room, session.start, session.end, session.slots, len(session.minutes),
-                  totals, interest_ratio(totals, interested), low_stretch(session, interested), digest)
+                  totals, interest_ratio(totals, interested), low_stretch(session, interested), digest,
+                  slot_of(session.start, tz), week_of(session.start, tz),
+                  dt.datetime.fromtimestamp(session.start, dt.UTC).strftime("%Y%m%dT%H%M"))
 
 
 def slot_of(start: float, tz) -> tuple[int, int]:
@@ -79,10 +79,12 @@ def mean_interest(lessons, interested=DEFAULT_INTERESTED) -> float | None:
 class RoomLessons:
     """One room's lessons from ``horizon`` on, in time order, updated as windows arrive."""
 
-    def __init__(self, site: str, room: str, *, gap_s: float = DEFAULT_GAP_S, interested=DEFAULT_INTERESTED):
+    def __init__(self, site: str, room: str, *, gap_s: float = DEFAULT_GAP_S, interested=DEFAULT_INTERESTED,
+                 tz=dt.UTC):
         self.site, self.room = site, room
         self.gap_s = gap_s
         self.interested = tuple(interested)
+        self.tz = tz
         self.lessons: list[Lesson] = []
 
     def refetch_from(self, earliest: int) -> int:
@@ -98,7 +100,7 @@ class RoomLessons:
         returns the new sessions by start, for drawing while their minutes are at hand."""
         sessions = split_minutes(self.site, self.room, minutes, self.gap_s)
         self.lessons = [lesson for lesson in self.lessons if lesson.start < start] + \
-            [summarise(session, self.interested) for session in sessions]
+            [summarise(session, self.interested, self.tz) for session in sessions]
         return {session.start: session for session in sessions}
 
     def forget_before(self, horizon: float) -> bool:

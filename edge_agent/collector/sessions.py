@@ -101,14 +101,11 @@ def low_stretch(session: Session, interested=DEFAULT_INTERESTED) -> tuple[int, i
     minutes = session.minutes
     if len(minutes) < LOW_STRETCH:
         return None
+    keen = [sum(m.counts[label] for label in interested) for m in minutes]
+    faces = [sum(m.counts.values()) for m in minutes]
     lowest = None
     for first in range(len(minutes) - LOW_STRETCH + 1):
-        stretch = minutes[first:first + LOW_STRETCH]
-        totals = dict.fromkeys(EMOTIONS, 0)
-        for minute in stretch:
-            for label, count in minute.counts.items():
-                totals[label] += count
-        ratio = interest_ratio(totals, interested)
+        ratio = sum(keen[first:first + LOW_STRETCH]) / sum(faces[first:first + LOW_STRETCH])
         if lowest is None or ratio < lowest[2]:
-            lowest = (stretch[0].start, stretch[-1].end, ratio)
+            lowest = (minutes[first].start, minutes[first + LOW_STRETCH - 1].end, ratio)
     return lowest

@@ -33,6 +33,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -109,7 +110,7 @@ stats_table = Table(
     Column("camera", String(32)),
     Column("outbox_failing", Boolean),
     Column("clock_synced", Boolean),
-    # The fleet view reads the last minutes of every device at once.
+    # Retention and the hourly summaries select rows by time, across devices.
     Index("stats_by_time", "at"),
 )
 
@@ -120,7 +121,10 @@ class StoreError(EdgeAgentError):
 
 @dataclass(frozen=True)
 class Stats:
-    """One stats message as sent (``summary`` false), or an hour of them summarised."""
+    """One stats message as sent (``summary`` false), or an hour of them summarised.
+
+    The fields are in the stats table's column order: a row read is ``Stats(*row)``.
+    """
 
     device: str
     at: int
@@ -300,10 +304,13 @@ class Store:
     def rooms_changed(self, since: float) -> dict[tuple[str, str], int]:
         """``{(site, room): earliest window_start}`` of the windows received at or after ``since``."""
         table = windows_table
-        query = (select(table.c.site, table.c.room, func.min(table.c.window_start))
-                 .where(table.c.received_at >= since).group_by(table.c.site, table.c.room))
+        # Grouped here, not in SQL: SQLite would group along windows_by_room, reading every window.
+        query = select(table.c.site, table.c.room, table.c.window_start).where(table.c.received_at >= since)
+        changed = {}
         with self._guard("cannot read windows from"), self.engine.connect() as connection:
-            return {(site, room): first for site, room, first in connection.execute(query)}
+            for site, room, start in connection.execute(query):
+                changed[site, room] = min(start, changed.get((site, room), start))
+        return changed
 
     def rooms(self):
         """``(site, room)`` of every room that has windows, sorted."""
@@ -394,7 +401,23 @@ class Store:
             query = query.where(stats_table.c.at < end)
         query = query.order_by(stats_table.c.device, stats_table.c.at)
         with self._guard("cannot read stats from"), self.engine.connect() as connection:
-            return [Stats(**row) for row in connection.execute(query).mappings()]
+            return [Stats(*row) for row in connection.execute(query)]
+
+    def stats_series(self, device: str, start: int, end: int, bucket_s: int, fields) -> dict[str, list]:
+        """``{field: [(bucket's middle, value or None)]}`` of a device's stats in ``[start, end)``, summarised in
+        the database per ``bucket_s`` seconds by the STATS_* rules; levels and peaks only (STATS_MEAN, STATS_MAX)."""
+        table = stats_table
+        bucket = ((table.c.at - start) // bucket_s).label("bucket")
+        columns = [(func.avg if name in STATS_MEAN else func.max)(table.c[name]) for name in fields]
+        query = (select(bucket, *columns).where(table.c.device == device, table.c.at >= start, table.c.at < end)
+                 .group_by(bucket))
+        with self._guard("cannot read stats from"), self.engine.connect() as connection:
+            found = {row[0]: row[1:] for row in connection.execute(query)}
+        count = max(1, -(-(end - start) // bucket_s))
+        middles = [start + (index + 0.5) * bucket_s for index in range(count)]
+        return {name: [(middle, found[index][position] if index in found else None)
+                       for index, middle in enumerate(middles)]
+                for position, name in enumerate(fields)}
 
     def fleet_stats(self, now: float, outbox_since_s: float = 600, dropped_since_s: float = 86400) -> dict:
         """``{device: FleetStats}`` for every device with stats: its newest row, its outbox depth in its first
@@ -406,19 +429,18 @@ class Store:
             return (select(column).where(earlier.c.device == latest.c.device, earlier.c.at >= now - seconds)
                     .order_by(earlier.c.at).limit(1).scalar_subquery())
 
-        # Driven from the devices (hundreds of rows), never from the stats (a day of minutes each).
-        newest = (select(devices_table.c.device, select(func.max(earlier.c.at))
-                         .where(earlier.c.device == devices_table.c.device).scalar_subquery().label("at"))
-                  .subquery("newest"))
-        query = (select(latest, first_since(earlier.c.outbox_depth, outbox_since_s).label("outbox_before"),
-                        first_since(earlier.c.dropped_windows, dropped_since_s).label("dropped_before"))
-                 .select_from(newest.join(latest, and_(latest.c.device == newest.c.device,
-                                                       latest.c.at == newest.c.at))))
+        # Two statements, each of index look-ups: as one, SQLite reads every stats row to join them.
+        newest = select(devices_table.c.device, select(func.max(earlier.c.at))
+                        .where(earlier.c.device == devices_table.c.device).scalar_subquery())
         with self._guard("cannot read stats from"), self.engine.connect() as connection:
-            rows = connection.execute(query).mappings().all()
-        fields = Stats.__dataclass_fields__
-        return {row["device"]: FleetStats(Stats(**{name: row[name] for name in fields}), row["outbox_before"],
-                                          row["dropped_before"]) for row in rows}
+            keys = [(device, at) for device, at in connection.execute(newest) if at is not None]
+            if not keys:
+                return {}
+            query = select(latest, first_since(earlier.c.outbox_depth, outbox_since_s),
+                           first_since(earlier.c.dropped_windows, dropped_since_s)
+                           ).where(tuple_(latest.c.device, latest.c.at).in_(keys))
+            rows = connection.execute(query).all()
+        return {row[0]: FleetStats(Stats(*row[:-2]), row[-2], row[-1]) for row in rows}
 
     def prune_stats(self, now: float | None = None) -> tuple[int, int]:
         """Delete stats past retention, then summarise per hour those past the detail period.
@@ -441,8 +463,8 @@ class Store:
                     return summarised, deleted
                 hour = first // SUMMARY_S * SUMMARY_S
                 in_hour = (~table.c.summary, table.c.at >= hour, table.c.at < hour + SUMMARY_S)
-                rows = [Stats(**row) for row in connection.execute(
-                    select(table).where(*in_hour).order_by(table.c.device, table.c.at)).mappings()]
+                rows = [Stats(*row) for row in connection.execute(
+                    select(table).where(*in_hour).order_by(table.c.device, table.c.at))]
                 connection.execute(table.delete().where(*in_hour))
                 # A summary already there (the clock stepped back over an hour done before) is kept.
                 connection.execute(self._insert(table).on_conflict_do_nothing(index_elements=["device", "at"]),

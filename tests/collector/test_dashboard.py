@@ -182,18 +182,26 @@ def test_only_what_changed_is_drawn_again_and_a_restart_draws_nothing(store, tmp
     assert {c for c in changed if not c.endswith(".svg")} == {
         "index.html", "rooms/north/101.html", f"{stem}.html", "rooms/north/101/2026-W48.html",
         "rooms/north/101/.manifest.json"}
+    # The room's history takes a lesson once it has ended: the running one leaves it alone.
     assert {re.sub(r"-[0-9a-f]{12}", "", c) for c in changed if c.endswith(".svg")} == {
-        f"{stem}-interest.svg", f"{stem}-shares.svg", f"{stem}-pie.svg", "rooms/north/101/history.svg"}
-    assert result.charts_drawn == 4
+        f"{stem}-interest.svg", f"{stem}-shares.svg", f"{stem}-pie.svg"}
+    assert result.charts_drawn == 3
     assert not [p for p in before if p not in written(out) and "20261123T1000" in p.name], "the 10:00 lesson stays"
     assert len(list(out.rglob("*T1100-*.svg"))) == 3, "the replaced charts are gone"
     assert not list(out.rglob(".tmp-*"))
 
     # A new process reads what was drawn from the manifests and draws nothing again.
     before = written(out)
-    restarted = Dashboard(out).build(store, now=T0 + 72 * 60)
-    assert (restarted.pages, restarted.charts_drawn) == (1, 0)
+    restarted = Dashboard(out)
+    result = restarted.build(store, now=T0 + 72 * 60)
+    assert (result.pages, result.charts_drawn) == (1, 0)
     assert {p for p, t in written(out).items() if before.get(p) != t} == {out / "index.html"}
+
+    # Once the lesson has ended (no minute for longer than the gap), the history takes it in.
+    ended = restarted.build(store, now=T0 + 71 * 60 + 16 * 60)
+    assert ended.charts_drawn == 1 and len(list(out.rglob("history-*.svg"))) == 1
+    [history] = [i for i in parsed(out / "rooms" / "north" / "101.html").images if "history-" in i["src"]]
+    assert history["alt"].startswith("2 lessons since")
 
 
 def test_a_late_window_redraws_the_lesson_it_belongs_to(store, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from edge_agent.collector.config import parse_collector_config
 from edge_agent.collector.ingest import Ingest
-from edge_agent.collector.store import Stats, Store
+from edge_agent.collector.store import Stats, Store, stats_table
 from edge_agent.common.config import ConfigError
 from edge_agent.common.contract import StatsPayload, format_utc, parse_payload
 from support import wait_until
@@ -150,5 +150,19 @@ def test_the_collector_stores_stats_from_the_broker_and_skips_a_bad_one(tmp_path
     store.close()
 
 
-def test_a_stats_row_has_every_field_of_the_contract():
+def test_a_stats_row_has_every_field_of_the_contract_in_the_tables_order():
     assert set(StatsPayload.model_fields) - {"device", "t"} <= set(Stats.__dataclass_fields__)
+    assert [column.name for column in stats_table.columns] == list(Stats.__dataclass_fields__)
+
+
+def test_a_series_is_summarised_per_bucket_in_the_database(store):
+    start = NOW - 3600
+    for minute, (fps, temperature) in enumerate([(1.0, 50.0), (0.5, 70.0), (None, 60.0), (0.9, 55.0)]):
+        at = start + (0 if minute < 3 else 1200) + minute * 60
+        store.add_stats([("pi-1", stats(at, fps=fps, cpu_temp_c=temperature))], received_at=at)
+    store.add_stats([("pi-2", stats(start, device="pi-2", fps=9.0))], received_at=start)
+    series = store.stats_series("pi-1", start, start + 1800, 600, ["fps", "cpu_temp_c"])
+    assert [t - start for t, _ in series["fps"]] == [300, 900, 1500]
+    # fps is a level (averaged), the temperature a peak; an empty bucket is None, never zero.
+    assert [v for _, v in series["fps"]] == [pytest.approx(0.75), None, pytest.approx(0.9)]
+    assert [v for _, v in series["cpu_temp_c"]] == [70.0, None, 55.0]
