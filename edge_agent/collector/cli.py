@@ -162,12 +162,17 @@ def build_parser():
 
     # Listed for --help; main() hands its arguments to the benchmark's own parser.
     commands.add_parser(
-        "bench", help="ingest throughput: simulated devices through a real broker into SQLite and PostgreSQL")
+        "bench", help="ingest throughput: simulated devices through a real broker into SQLite and PostgreSQL; "
+                      "`bench dashboard`: the dashboard of a 500-room school against the previous way")
     return parser
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["bench", "dashboard"]:
+        from ..tools.dashboard_bench import main as dashboard_bench_main
+
+        return dashboard_bench_main(argv[2:])
     if argv[:1] == ["bench"]:
         from ..tools.collector_bench import main as bench_main
 
