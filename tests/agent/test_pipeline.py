@@ -132,5 +132,6 @@ def test_defaults_find_every_face_of_a_crowded_720p_frame_whole_and_then_in_lear
     for _ in range(3):
         boxes = pipeline.finder.detect(gray_frame)
         assert matched(boxes, true_faces) == 40
-        assert len(boxes) <= 42
+        # Bands ask one neighbour fewer than a whole frame: a stray box or two more, never a face less.
+        assert len(boxes) <= 44
     assert pipeline.finder.full_searches == 2 and pipeline.finder.plan.bands
