@@ -78,7 +78,11 @@ def _worker_main(config, stop, parent):
     still starting would otherwise leave it reading its new parent's pid as the one to outlive.
     """
     configure_logging(config.logging.level, name="edge-collector")
-    os.nice(WORKER_NICE)
+    try:
+        os.nice(WORKER_NICE)
+    except PermissionError:
+        # The unit's sandbox may refuse even lowering a priority; drawing goes on at the collector's own.
+        log.info("dashboard worker: nice(%d) refused here; drawing at normal priority", WORKER_NICE)
     # Ctrl-C reaches the whole process group: the collector decides when its worker stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
