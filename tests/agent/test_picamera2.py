@@ -10,6 +10,7 @@ packages on a Pi.
 
 import json
 import os
+import sys
 
 import cv2
 import numpy as np
@@ -32,7 +33,9 @@ def standin(monkeypatch):
     monkeypatch.setattr(picamera2, "STANDIN", {**picamera2.STANDIN, "image": str(PHOTO), "busy": [],
                                                "frames": None})
     monkeypatch.setattr(picamera2, "_acquired", set())
-    return picamera2.STANDIN
+    yield picamera2.STANDIN
+    # Later tests must find picamera2 missing again, as it is here.
+    sys.modules.pop("picamera2", None)
 
 
 def test_frames_arrive_in_opencvs_byte_order_at_the_configured_size(standin):
