@@ -21,8 +21,8 @@ setup(
     # setuptools wants the package directory relative to this file.
     package_dir={"edge_agent": "../edge_agent"},
     packages=["edge_agent", "edge_agent.common", "edge_agent.collector"],
-    # `edge-collector bench` is the one tool a server may run; the rest of edge_agent/tools stays out.
-    py_modules=["edge_agent.tools.collector_bench", "edge_agent.tools.localnet"],
+    # `edge-collector bench` (and `bench dashboard`) are the tools a server may run; the rest stays out.
+    py_modules=["edge_agent.tools.collector_bench", "edge_agent.tools.dashboard_bench", "edge_agent.tools.localnet"],
     package_data={"edge_agent.collector": ["templates/*.html"]},
     install_requires=LISTS["requirements"]("common", "collector"),
     entry_points={"console_scripts": ["edge-collector=edge_agent.collector.cli:main"]},

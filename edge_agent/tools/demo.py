@@ -6,9 +6,16 @@ process with the config and systemd-free command line a real deployment uses. Af
 agents stop (closing their last window), the collector stores what is left and stops, and the
 dashboard and a report are written. Everything lives in the output directory; every process the
 demo starts, it stops.
+
+A minute of cameras makes one lesson per room, and a history of one lesson shows nothing, so the
+store starts with HISTORY_WEEKS of made-up earlier lessons for both rooms (model
+``demo-history``) and a day of made-up stats for both cameras; the demo says so when it starts,
+and the windows it counts as stored are the cameras' own.
 """
 
+import datetime as dt
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -29,6 +36,11 @@ SITE = "demo"
 STOP_TIMEOUT_S = 30
 # The collector has stored everything once the count stays the same this long after the agents stop.
 SETTLE_S = 2.0
+# The made-up earlier lessons: weekdays at these local hours (and the demo's own), 40 minutes each.
+HISTORY_WEEKS = 3
+HISTORY_HOURS = (8, 9, 10, 11, 13)
+HISTORY_LESSON_MIN = 40
+HISTORY_MODEL = "demo-history"
 
 
 class DemoError(EdgeAgentError):
@@ -73,13 +85,14 @@ def agent_config(camera, *, port, protocol, window_s, state_dir):
             f"clock:\n  require_sync: false\n")
 
 
-def collector_config(*, port, protocol, out, window_s):
+def collector_config(*, port, protocol, out, window_s, cameras):
     return (f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  protocol: '{protocol}'\n  client_id: demo-collector\n"
             f"  reconnect_max_s: 2\n"
             f"store:\n  url: sqlite:///{out / 'collector.sqlite3'}\n"
             # Short windows make short sessions: keep the whole run in one.
             f"sessions:\n  gap_min: {max(15, window_s * 3 / 60)}\n"
-            f"dashboard:\n  output_dir: {out / 'dashboard'}\n  refresh_s: 5\n")
+            f"dashboard:\n  output_dir: {out / 'dashboard'}\n  refresh_s: 5\n"
+            f"fleet:\n  fps_by_device: {{{', '.join(f'pi-{c.room}: {c.fps}' for c in cameras)}}}\n")
 
 
 class Children:
@@ -113,6 +126,47 @@ class Children:
                     process.kill()
                     process.wait()
             log.close()
+
+
+def seed_history(store, cameras, tz, now):
+    """Made-up earlier lessons of the demo's rooms and a day of their cameras' stats; returns the windows written."""
+    from ..common.contract import EMOTIONS, EmotionsPayload, StatsPayload, format_utc
+
+    today = dt.datetime.fromtimestamp(now, tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    # The hour the demo runs in joins the timetable: the room page then has a slot to compare its lesson with.
+    hours = sorted({*HISTORY_HOURS, dt.datetime.fromtimestamp(now, tz).hour})
+    windows = []
+    for camera in cameras:
+        rng = random.Random(camera.room)
+        device, faces_per_frame = f"pi-{camera.room}", 1 if camera.min_group == 1 else 40
+        for days in range(HISTORY_WEEKS * 7, 0, -1):
+            day = today - dt.timedelta(days=days)
+            if day.weekday() >= 5:
+                continue
+            for hour in hours:
+                start = int(day.replace(hour=hour).timestamp()) // 60 * 60
+                level, dip = rng.uniform(0.55, 0.85), rng.randrange(10, 30)
+                for minute in range(HISTORY_LESSON_MIN):
+                    faces = faces_per_frame * 60
+                    interest = level - (0.25 if dip <= minute < dip + 6 else 0) + rng.uniform(-0.1, 0.1)
+                    interested = round(faces * max(0.0, min(1.0, interest)))
+                    counts = dict.fromkeys(EMOTIONS, 0) | {
+                        "happy": interested // 3, "surprise": interested // 10,
+                        "neutral": interested - interested // 3 - interested // 10,
+                        "sad": (faces - interested) // 2, "angry": faces - interested - (faces - interested) // 2}
+                    windows.append(EmotionsPayload(
+                        schema_version=1, device=device, site=SITE, room=camera.room,
+                        window_start=format_utc(start + 60 * minute), window_s=60, seq=0, frames=60, faces=faces,
+                        faces_per_frame_median=faces_per_frame, counts=counts, suppressed=False,
+                        model=HISTORY_MODEL))
+        for minutes_ago in range(24 * 60, 1, -1):
+            at = now - 60 * minutes_ago
+            store.add_stats([(device, StatsPayload(
+                device=device, t=format_utc(at), uptime_s=86400.0 - 60 * minutes_ago, fps=camera.fps,
+                detect_ms=rng.uniform(90, 140) * (3 if faces_per_frame > 1 else 1), classify_ms=rng.uniform(1, 3),
+                faces_per_frame=float(faces_per_frame), outbox_depth=0, dropped_windows=0, camera="running",
+                cpu_temp_c=rng.uniform(48, 58), rss_mb=rng.uniform(150, 170)))], received_at=at)
+    return store.add_windows(windows)
 
 
 def _wait_settled(store, timeout):
@@ -157,7 +211,13 @@ def run_demo(out, *, duration_s=60.0, window_s=5, broker_kind="auto", progress=T
         broker.start()
         config_path = out / "config" / "collector.yaml"
         config_path.write_text(collector_config(port=broker.port, protocol=broker.protocol, out=out,
-                                                window_s=window_s))
+                                                window_s=window_s, cameras=cameras))
+        config = load_collector_config(config_path)
+        store = Store(config.store.resolved_url())
+        seeded = seed_history(store, cameras, config.dashboard.resolved_timezone(), time.time())
+        if progress:
+            print(f"demo: the rooms' earlier lessons ({HISTORY_WEEKS} weeks) and a day of their cameras' stats are "
+                  "made up, so the history pages have something to show", flush=True)
         children.start("collector", ["-m", "edge_agent.collector.cli", "run", "--config", str(config_path)],
                        out / "logs" / "collector.log")
         for camera in cameras:
@@ -166,20 +226,18 @@ def run_demo(out, *, duration_s=60.0, window_s=5, broker_kind="auto", progress=T
                                          state_dir=out / "state"))
             children.start(f"agent {camera.room}", ["-m", "edge_agent.agent.cli", "run", "--config", str(path)],
                            out / "logs" / f"agent-{camera.room}.log")
-        config = load_collector_config(config_path)
-        store = Store(config.store.resolved_url())
         with tqdm(total=int(duration_s), unit="s", disable=not progress, desc="demo running",
                   bar_format="{desc}: {bar} {n_fmt}/{total_fmt} s{postfix}") as bar:
             started = time.monotonic()
             while (elapsed := time.monotonic() - started) < duration_s:
                 children.check_alive()
                 bar.update(int(elapsed) - bar.n)
-                bar.set_postfix_str(f"{store.count_windows()} windows stored")
+                bar.set_postfix_str(f"{store.count_windows() - seeded} windows stored")
                 time.sleep(0.5)
             bar.update(bar.total - bar.n)
         # Agents first: on SIGTERM each closes and publishes its window in progress.
         children.stop(*(f"agent {camera.room}" for camera in cameras))
-        windows = _wait_settled(store, timeout=STOP_TIMEOUT_S)
+        windows = _wait_settled(store, timeout=STOP_TIMEOUT_S) - seeded
         children.stop("collector")
         dashboard = Dashboard.from_config(config)
         built = dashboard.build(store)
@@ -198,14 +256,18 @@ def run_demo(out, *, duration_s=60.0, window_s=5, broker_kind="auto", progress=T
 
 
 def take_screenshots(site_dir, target, out):
-    """The index and room 101's page in headless Chromium, and room 101's interest chart, into ``target``."""
+    """Each kind of page in headless Chromium, room 101's and its camera's, into ``target``."""
     chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
     if chromium is None:
         raise DemoError("--screenshots needs Chromium (apt install chromium)")
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
-    pages = {"dashboard-index.png": (site_dir / "index.html", 1100),
-             "dashboard-room.png": (site_dir / "rooms" / SITE / "101.html", 1500)}
+    room = site_dir / "rooms" / SITE / "101"
+    pages = {"dashboard-index.png": (site_dir / "index.html", 800),
+             "dashboard-room.png": (room.with_suffix(".html"), 1900),
+             "dashboard-lesson.png": (max(room.glob("2*T*.html")), 1250),
+             "dashboard-week.png": (max(room.glob("*-W*.html")), 720),
+             "dashboard-device.png": (site_dir / "devices" / "pi-101.html", 1900)}
     written = []
     for name, (page, height) in pages.items():
         result = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
@@ -215,9 +277,7 @@ def take_screenshots(site_dir, target, out):
         if result.returncode or not (target / name).is_file():
             raise DemoError(f"Chromium could not take {name}: {result.stderr.strip()[-500:]}")
         written.append(target / name)
-    chart = max((site_dir / "charts" / SITE / "101").glob("*-interest.png"), key=lambda p: p.stat().st_mtime)
-    shutil.copyfile(chart, target / "interest-chart.png")
-    return [*written, target / "interest-chart.png"]
+    return written
 
 
 def main(args) -> None:

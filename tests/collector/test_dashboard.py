@@ -383,3 +383,26 @@ def test_the_fps_target_comes_from_the_fleet_settings(store, tmp_path):
     Dashboard(tmp_path / "d", limits=Thresholds(fps_by_device={"pi-hall": 2.0})).build(store, now=T0)
     index = (tmp_path / "d" / "index.html").read_text()
     assert "1.5/2" in index and "1.5 fps, below 2" in index
+
+
+def test_the_dashboard_draws_from_postgresql_too(postgres, tmp_path):
+    store = Store(postgres.new_database())
+    try:
+        three_weeks_of_mondays(store)
+        store.set_status(status("pi-101a"), site="north", room="101", received_at=T0)
+        now = T0 + 2 * WEEK + 3600
+        report_minutely(store, "pi-101a", "101", now - 7200, now, fps=0.5)
+        out = tmp_path / "www"
+        dashboard = Dashboard(out, history_weeks=4)
+        assert dashboard.build(store, now=now).lessons == 4
+        store.add_windows(lesson([2 * WEEK // 60 + 30]))
+        assert dashboard.build(store, now=now + 60).charts_drawn >= 3, "the new minute is found and drawn"
+    finally:
+        store.close()
+    assert lesson_pages(out) == ["20261123T1000.html", "20261130T1000.html", "20261201T1100.html",
+                                 "20261207T1000.html"]
+    assert "31 (31 with data, 0 gaps)" in (out / "rooms" / "north" / "101" / "20261207T1000.html").read_text()
+    index = (out / "index.html").read_text()
+    assert "0.5 fps, below 1" in index
+    device = (out / "devices" / "pi-101a.html").read_text()
+    assert device.count("<img") == 2 and "Frames per second<td>0.5" in device

@@ -72,9 +72,14 @@ def test_demo_leaves_no_process_and_no_file_outside_its_output(demo):
 @pytest.mark.skipif(browser.unavailable() is not None, reason=str(browser.unavailable()))
 def test_demo_dashboard_shows_its_charts_in_chromium(demo):
     work, _, _, _ = demo
+    site = work / "out" / "dashboard"
+    # A room: its latest lesson and its history (the made-up earlier lessons); a lesson: three charts.
+    pages = [("index.html", 0), ("rooms/demo/101.html", 2), ("rooms/demo/102.html", 2),
+             (max((site / "rooms" / "demo" / "101").glob("2*T*.html")).relative_to(site), 3),
+             ("devices/pi-102.html", 2)]
     with browser.chromium() as chrome:
-        for page, expected in (("index.html", 1), ("rooms/demo/101.html", 3), ("rooms/demo/102.html", 3)):
-            chrome.get((work / "out" / "dashboard" / page).as_uri())
+        for page, expected in pages:
+            chrome.get((site / page).as_uri())
             images = browser.images(chrome)
             assert len(images) >= expected, (page, images)
             assert all(complete and width > 0 for _, complete, width in images), (page, images)
