@@ -32,7 +32,8 @@ TICK_S = 1.0
 # The worker yields the CPU to ingest: a full core's worth of drawing must not delay a commit.
 WORKER_NICE = 10
 WORKER_RESTART_S = 10.0
-WORKER_STOP_S = 30.0
+# Well inside the unit's TimeoutStopSec (30 s): a worker stuck in a build is killed, never the unit.
+WORKER_STOP_S = 10.0
 
 
 def open_store(config, notifier, stop, url=None):
@@ -83,9 +84,11 @@ def _worker_main(config, stop, parent):
     except PermissionError:
         # The unit's sandbox may refuse even lowering a priority; drawing goes on at the collector's own.
         log.info("dashboard worker: nice(%d) refused here; drawing at normal priority", WORKER_NICE)
-    # Ctrl-C reaches the whole process group: the collector decides when its worker stops.
+    # Ctrl-C and systemd's SIGTERM reach the whole group: the collector decides when its worker stops.
+    # Setting ``stop`` from a handler here would deadlock: a multiprocessing Event's set() waits for its
+    # sleepers to wake, and the sleeper is this same thread, interrupted inside stop.wait().
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     store = None
     try:
         store = Store.from_config(config.store)

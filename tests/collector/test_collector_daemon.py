@@ -1,5 +1,6 @@
 """``edge-collector run`` as a process: a real mosquitto, a real store, killed and restarted."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -29,7 +30,8 @@ class Collector:
     def start(self):
         self.log = open(self.log_path, "a")
         self.process = subprocess.Popen([sys.executable, "-m", "edge_agent.collector.cli", "run", "--config",
-                                         str(self.config)], stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+                                         str(self.config)], stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
+                                        start_new_session=True)
         return self
 
     def log_text(self):
@@ -47,8 +49,12 @@ class Collector:
         self.process.wait(10)
         self.log.close()
 
-    def terminate(self, timeout=30):
-        self.process.send_signal(signal.SIGTERM)
+    def terminate(self, timeout=30, *, group=False):
+        """SIGTERM to the collector, or with ``group`` to all its processes at once, as systemd stops a unit."""
+        if group:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        else:
+            self.process.send_signal(signal.SIGTERM)
         status = self.process.wait(timeout)
         self.log.close()
         return status

@@ -73,6 +73,28 @@ def test_a_worker_that_dies_is_started_again(tmp_path):
                 collector.kill()
 
 
+def test_sigterm_to_every_process_of_the_collector_stops_it_at_once(tmp_path):
+    # systemd's stop signals the whole unit; the worker, signalled while it waits for the next refresh,
+    # once deadlocked there and held the unit past TimeoutStopSec.
+    with Mosquitto() as broker:
+        for run in range(2):
+            out = tmp_path / f"www{run}"
+            config = write_config(tmp_path / "collector.yaml", broker.port,
+                                  store_url=f"sqlite:///{tmp_path / 'c.sqlite3'}", output_dir=out)
+            collector = Collector(config, tmp_path / f"collector{run}.log").start()
+            try:
+                pid = worker_pid(collector)
+                # The first build done: the worker now waits for the next refresh.
+                wait_until(lambda: (out / "index.html").is_file(), timeout=30)
+                time.sleep(0.5)
+                assert collector.terminate(timeout=8, group=True) == 0
+                assert not alive(pid)
+            finally:
+                if collector.process.poll() is None:
+                    collector.kill()
+    assert "did not stop" not in collector.log_text()
+
+
 def test_without_the_worker_dashboard_watch_draws_and_stops_on_sigterm(tmp_path):
     out = tmp_path / "www"
     url = f"sqlite:///{tmp_path / 'c.sqlite3'}"
