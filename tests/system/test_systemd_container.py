@@ -61,7 +61,9 @@ def test_unit_becomes_active_after_ready_and_publishes(box):
         box.run("systemctl", "stop", "edge-agent", timeout=60)
         assert json.loads(subscriber.payloads("/status")[-1])["state"] == "stopped"
     state_dir = box.run("ls", "-A", "/var/lib/edge-agent").stdout.split()
-    assert set(state_dir) <= {"outbox.sqlite3", "outbox.sqlite3-wal", "outbox.sqlite3-shm"}
+    # The outbox, its single-agent lock and the learned face bands (rows of the frame): never a picture.
+    assert set(state_dir) <= {"outbox.sqlite3", "outbox.sqlite3-wal", "outbox.sqlite3-shm", "outbox.sqlite3.lock",
+                              "face_search.json"}
 
 
 def test_stalled_camera_gets_the_service_restarted_by_the_watchdog(box):
