@@ -1,6 +1,7 @@
 """The collector's YAML configuration: every key and its default, validated by the common machinery."""
 
 import datetime as dt
+import re
 import socket
 import zoneinfo
 from pathlib import Path
@@ -100,6 +101,21 @@ class FleetConfig(Section):
         80.0, title="A CPU temperature at or above this many degrees Celsius is flagged")
 
 
+# A room pattern: `all`, or `site/room` where each part is a glob (* ? [...]) over contract names.
+ROOM_PATTERN = re.compile(r"^(all|[A-Za-z0-9_.*?\[\]!-]{1,64}/[A-Za-z0-9_.*?\[\]!-]{1,64})$")
+
+
+def _room_patterns(group, value):
+    bad = [pattern for pattern in value if not ROOM_PATTERN.match(pattern)]
+    if bad:
+        raise ValueError(f"group {group}: room pattern {', '.join(map(repr, bad))} is not `all` or `site/room` "
+                         "(globs * ? [...] allowed, e.g. north/1*)")
+    return tuple(dict.fromkeys(value))
+
+
+RoomPatterns = Annotated[tuple[str, ...], Field(min_length=1)]
+
+
 class DashboardConfig(Section):
     output_dir: Path | None = Field(None, title="Directory the HTML pages and charts are written to",
                                     description="default: the state directory's dashboard/")
@@ -113,6 +129,15 @@ class DashboardConfig(Section):
                          description="false: run `edge-collector dashboard --watch` as a service of its own")
     timezone: str | None = Field(None, title="IANA time zone of the times on pages, charts and reports",
                                  description="default: the server's zone")
+    access: dict[Name, RoomPatterns] = Field(
+        default_factory=dict, title="Access groups: a name and its rooms (`site/room` globs, or `all`)",
+        description="each group's index, with its rooms only and no device section, is written to "
+                    "groups/NAME/index.html beside the full index, for a web server to grant by path")
+
+    @field_validator("access")
+    @classmethod
+    def _access_patterns(cls, value):
+        return {name: _room_patterns(name, patterns) for name, patterns in value.items()}
 
     @field_validator("timezone")
     @classmethod

@@ -10,7 +10,11 @@ JavaScript and nothing from the internet, and print on A4. Pages:
   slot as a table, its recent lessons and a page per week for older ones;
 - ``rooms/SITE/ROOM/STAMP.html``: one lesson's figures, compared with the lessons before it,
   and its charts; ``rooms/SITE/ROOM/YYYY-Www.html``: a week's lessons;
-- ``devices/DEVICE.html``: a device's state and its stats of the last day and month as charts.
+- ``devices/DEVICE.html``: a device's state and its stats of the last day and month as charts;
+- ``groups/GROUP/index.html``: for each access group (``dashboard.access``), the index with only
+  the group's rooms and no devices. A web server can grant a group by path: its index, and
+  ``rooms/SITE/ROOM.html`` with ``rooms/SITE/ROOM/`` for each of its rooms, where every page and
+  image of that room lies and to which a room's pages link (besides the indexes and devices).
 
 Only what changed is drawn. Each page and its charts form a unit with a fingerprint of all it
 is drawn from, recorded in a ``.manifest.json`` beside it, so neither a refresh nor a restart
@@ -24,6 +28,7 @@ digits, ``_ . -``) are hashed for file names and escaped on pages.
 """
 
 import datetime as dt
+import fnmatch
 import hashlib
 import json
 import math
@@ -144,7 +149,7 @@ class _Counts:
 
 class Dashboard:
     def __init__(self, output_dir, *, gap_s=DEFAULT_GAP_S, interested=DEFAULT_INTERESTED, sessions_per_room=10,
-                 history_weeks=12, refresh_s=60, tz=dt.UTC, limits=None, stats_retention_days=30.0):
+                 history_weeks=12, refresh_s=60, tz=dt.UTC, limits=None, stats_retention_days=30.0, access=None):
         self.output_dir = Path(output_dir)
         self.gap_s = gap_s
         self.interested = tuple(interested)
@@ -154,6 +159,7 @@ class Dashboard:
         self.tz = tz
         self.limits = limits or Thresholds()
         self.stats_retention_days = stats_retention_days
+        self.access = {name: tuple(patterns) for name, patterns in (access or {}).items()}
         self.templates = Environment(loader=PackageLoader("edge_agent.collector"), autoescape=select_autoescape(),
                                      trim_blocks=True, lstrip_blocks=True)
         self._code = _code_version()
@@ -170,7 +176,7 @@ class Dashboard:
                    interested=config.sessions.interested, sessions_per_room=config.dashboard.sessions_per_room,
                    history_weeks=config.dashboard.history_weeks, refresh_s=config.dashboard.refresh_s,
                    tz=config.dashboard.resolved_timezone(), limits=Thresholds.from_config(config.fleet),
-                   stats_retention_days=config.store.stats_retention_days)
+                   stats_retention_days=config.store.stats_retention_days, access=config.dashboard.access)
 
     def check_writable(self):
         """Fail early, naming the directory, instead of on the first regeneration."""
@@ -208,12 +214,14 @@ class Dashboard:
         if first:
             self._remove_gone(keys, {item.device.device for item in health})
         self._index(rows, health, now)
+        self._group_indexes(rows, now, first)
         for manifest in self._manifests.values():
             if manifest.dirty:
                 self._write(manifest.path, json.dumps(manifest.units, separators=(",", ":")))
                 manifest.dirty = False
         lessons = sum(len(room.lessons) for room in self._rooms.values())
-        return BuildResult(len(keys), lessons, counts.pages + 1, counts.charts, time.monotonic() - began,
+        pages = counts.pages + 1 + len(self.access)
+        return BuildResult(len(keys), lessons, pages, counts.charts, time.monotonic() - began,
                            time.process_time() - cpu)
 
     def _horizon(self, now):
@@ -395,7 +403,7 @@ class Dashboard:
             empty = f"no lesson with faces to count in the last {self.history_weeks} weeks"
             long_empty = (f"No lesson in the last {self.history_weeks} weeks: no minute with enough faces to count "
                           "(its windows were suppressed, or it sent none).")
-        row = {"name": name, "href": page, "lesson": None, "running": False, "empty": empty,
+        row = {"key": key, "name": name, "href": page, "lesson": None, "running": False, "empty": empty,
                "devices": ", ".join(f"{d['name']} ({d['state']})" for d in devices) or "none reported"}
         if latest:
             row["lesson"] = {"href": self._lesson_href(key, latest), "when": self._when(latest),
@@ -592,6 +600,30 @@ class Dashboard:
                           generated=generated)
         self._write(self.output_dir / "index.html", text)
 
+    def _group_indexes(self, rooms, now, first):
+        """Each access group's index: its rooms only, no devices; links by way of the root, two folders up."""
+        generated = f"{dt.datetime.fromtimestamp(now, self.tz):%Y-%m-%d %H:%M %Z}"
+        for group, patterns in self.access.items():
+            page = f"groups/{group}/index.html"
+            up = "../" * page.count("/")
+            mine = []
+            for row in rooms:
+                if room_matches(row["key"], patterns):
+                    row = dict(row, href=up + row["href"])
+                    if row["lesson"]:
+                        row["lesson"] = dict(row["lesson"], href=up + row["lesson"]["href"])
+                    mine.append(row)
+            running = sum(1 for row in mine if row["running"])
+            summary = f"{len(mine)} room{'s' if len(mine) != 1 else ''}, {running} with a lesson now."
+            text = self._page("index.html", page, rooms=mine, devices=None, fleet=False, summary=summary,
+                              attention="", generated=generated, home="index.html", home_text="Your rooms")
+            self._write(self.output_dir / page, text)
+        if first:
+            # Groups no longer configured lose their index (and so their one way in).
+            for path in (self.output_dir / "groups").glob("*/index.html"):
+                if path.parent.name not in self.access:
+                    self._remove([path.relative_to(self.output_dir)])
+
     # -- files -----------------------------------------------------------------------------
 
     def _manifest(self, folder):
@@ -651,6 +683,16 @@ class Dashboard:
             self._remove(manifest.drop(unit))
         for path in self.output_dir.rglob(".tmp-*"):
             self._remove([path.relative_to(self.output_dir)])
+
+
+def room_matches(key, patterns) -> bool:
+    """Whether room ``key`` (site, room) is one of ``patterns``: ``all``, or ``site/room`` globs.
+
+    Globs match the names the files are written under (``file_name``), as the web server sees them:
+    a room whose name needs hashing is reached by ``*`` or ``all`` only.
+    """
+    path = f"{file_name(key[0])}/{file_name(key[1])}"
+    return any(pattern == "all" or fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
 
 
 def number_text(value) -> str:
