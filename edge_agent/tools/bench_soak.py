@@ -93,7 +93,10 @@ class Broker:
         self.config_path.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {workdir}/\nmax_queued_messages 100000\n"
-            f"log_dest file {workdir / 'mosquitto.log'}\nlog_type error\nlog_type warning\n")
+            f"log_dest file {workdir / 'mosquitto.log'}\nlog_type error\nlog_type warning\n"
+            # As root mosquitto would switch to its own user, which cannot write here: the sessions
+            # would not outlive a restart, and a window sent before the receiver is back would be lost.
+            + ("user root\n" if os.geteuid() == 0 else ""))
         self.process = None
 
     @property

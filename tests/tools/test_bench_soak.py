@@ -4,9 +4,21 @@ import json
 
 import pytest
 
-from edge_agent.tools.bench_soak import Sample, slope_per_hour, summarise
+from edge_agent.tools.bench_soak import (
+    DEVICE,
+    EMOTIONS_TOPIC,
+    ROOM,
+    SITE,
+    Broker,
+    Receiver,
+    Sample,
+    slope_per_hour,
+    summarise,
+)
 from edge_agent.tools.demo_broker import mosquitto_path
-from support import run_cli
+from support import run_cli, wait_until
+from support.broker import publish, publisher
+from support.windows import window
 
 DELIVERED = {"stored": 10, "received": 10, "missing": [], "missing_count": 0, "left_in_outbox": 0,
              "median_frames_per_window": 50}
@@ -50,3 +62,23 @@ def test_a_short_soak_samples_the_agent_through_broker_outages(tmp_path):
     assert {s["broker_up"] for s in report["samples"]} == {True, False}
     assert report["delivered"]["stored"] >= 8 and report["exit_status"] == 0
     assert (tmp_path / "soak.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
+def test_a_window_sent_while_the_receiver_is_still_away_after_a_broker_restart_reaches_it(tmp_path):
+    # The soak's verdict on delivery is only as good as its broker's memory of the receiver's session.
+    broker = Broker(tmp_path)
+    broker.start()
+    receiver = Receiver(broker.port)
+    try:
+        wait_until(lambda: receiver.client.is_connected())
+        broker.stop()
+        broker.start()
+        # Before the receiver's reconnect (at least a second away): only its kept session can take it.
+        client = publisher(broker.port)
+        publish(client, EMOTIONS_TOPIC, window(DEVICE, 0, room=ROOM, site=SITE, window_s=5, happy=3).to_json())
+        client.disconnect()
+        wait_until(lambda: receiver.count == 1, timeout=15)
+    finally:
+        receiver.close()
+        broker.stop()
