@@ -1,0 +1,98 @@
+"""Filters for the dashboard's login and per-room access: checking ``dashboard_users``, and nginx's path rules.
+
+``dashboard_users`` is a list of ``{name, password, rooms}``; rooms are ``site/room`` globs
+(``*`` and ``?`` within one name) or ``all``. Users with ``all`` are IT and see everything; every
+other user gets an access group of their own name, which the collector writes an index for
+(groups/NAME/index.html) and nginx grants with that user's rooms (rooms/SITE/ROOM.html and
+rooms/SITE/ROOM/).
+"""
+
+import re
+
+USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PART = r"[A-Za-z0-9_.*?-]{1,64}"
+PATTERN = re.compile(rf"^(all|{PART}/{PART})$")
+
+
+def _glob_regex(pattern):
+    """A ``site/room`` glob as a regex over those two path parts: wildcards never cross a slash."""
+    out = []
+    for char in pattern:
+        out.append("[^/]*" if char == "*" else "[^/]" if char == "?" else re.escape(char))
+    return "".join(out)
+
+
+def dashboard_problems(users, rooms, web_server=True):
+    """One line per mistake in ``dashboard_users``, each naming the user and the key; ``rooms``: known site/room."""
+    if not web_server:
+        return []
+    if not isinstance(users, list) or not users:
+        return ["dashboard_users: no one could log in to the dashboard; list at least one user "
+                "(name, password, rooms) or set collector_web_server: false"]
+    problems, seen = [], set()
+    for number, user in enumerate(users, 1):
+        if not isinstance(user, dict):
+            problems.append(f"dashboard_users item {number}: not a mapping of name, password and rooms")
+            continue
+        name = str(user.get("name", ""))
+        who = f"dashboard_users user {name}" if name else f"dashboard_users item {number}"
+        unknown = sorted(set(user) - {"name", "password", "rooms"})
+        if unknown:
+            problems.append(f"{who}: unknown key {', '.join(unknown)} (keys: name, password, rooms)")
+        if not USER.match(name):
+            problems.append(f"{who}: key name must be 1-64 letters, digits, _ . - (it names a folder and a login)")
+        elif name in seen:
+            problems.append(f"{who}: key name is used twice")
+        seen.add(name)
+        password = user.get("password")
+        if password is None or str(password) == "":
+            problems.append(f"{who}: key password is missing; put it in Ansible Vault "
+                            "(ansible-vault encrypt_string) and set it there")
+        patterns = user.get("rooms")
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        if not patterns:
+            problems.append(f"{who}: key rooms is empty; give site/room patterns (north/101, north/2*) or all")
+            continue
+        for pattern in patterns:
+            pattern = str(pattern)
+            if not PATTERN.match(pattern):
+                problems.append(f"{who}: key rooms: {pattern!r} is not all or site/room (wildcards * ?)")
+            elif pattern != "all" and not any(re.fullmatch(_glob_regex(pattern), room) for room in rooms):
+                problems.append(f"{who}: key rooms: {pattern} matches no camera's site/room in the inventory "
+                                f"({', '.join(sorted(rooms)) or 'none'})")
+    return problems
+
+
+def _patterns(user):
+    rooms = user.get("rooms") or []
+    return [str(rooms)] if isinstance(rooms, str) else [str(pattern) for pattern in rooms]
+
+
+def dashboard_it(user):
+    return "all" in _patterns(user)
+
+
+def dashboard_access(users):
+    """The collector's ``dashboard.access``: a group per user who is not IT, with that user's rooms."""
+    return {str(user["name"]): _patterns(user) for user in users or [] if not dashboard_it(user)}
+
+
+def dashboard_path_rules(users):
+    """``[(regex, value)]`` for nginx's map of ``"$remote_user:$uri"`` to the file it may serve."""
+    rules = []
+    for user in users or []:
+        name = re.escape(str(user["name"]))
+        if dashboard_it(user):
+            rules.append(f"^{name}:/")
+            continue
+        rules.append(rf"^{name}:/groups/{name}/index\.html$")
+        for pattern in _patterns(user):
+            rules.append(rf"^{name}:/rooms/{_glob_regex(pattern)}(\.html$|/)")
+    return rules
+
+
+class FilterModule:
+    def filters(self):
+        return {"dashboard_problems": dashboard_problems, "dashboard_access": dashboard_access,
+                "dashboard_path_rules": dashboard_path_rules, "dashboard_it": dashboard_it}
