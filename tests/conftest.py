@@ -5,13 +5,28 @@ import os
 import numpy as np
 import pytest
 
-from support import MODEL, PUBLICTEST
+from support import MODEL, PUBLICTEST, arm64
 from support.broker import Mosquitto
 from support.postgres import Postgres, find_bin_dir
 
 # TensorFlow must see this before its first import, whichever test imports it first.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ARM64_WARMER = pytest.StashKey()
+
+
+def pytest_collection_finish(session):
+    # A cold arm64 cache costs tens of minutes of emulated builds: start them now, beside the
+    # rest of the suite, rather than when the first arm64 test gets there.
+    if any(item.get_closest_marker("arm64") for item in session.items):
+        session.config.stash[ARM64_WARMER] = arm64.start_warming()
+
+
+def pytest_sessionfinish(session):
+    warmer = session.config.stash.get(ARM64_WARMER, None)
+    if warmer is not None:
+        arm64.stop_warming(warmer)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,10 @@ Invariants:
 - The wheels a Pi's pip resolves for the agent are downloaded once per suite and per version of
   what declares them (setup.py, requirements/), by pip inside the arm64 root, so they are the
   ones pip on a Pi picks; installs then run offline from that wheelhouse.
+- On a cold cache (a fresh CI machine) a run that includes the arm64 tests fills it from its
+  start, in a background process at the lowest CPU priority (``start_warming``, from
+  conftest.py), so the builds overlap the rest of the suite; the locks make a test that gets
+  there first wait for that build rather than start its own.
 """
 
 import fcntl
@@ -22,6 +26,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +52,8 @@ VENV = "/opt/edge-agent/venv"
 PI_CPUS = {"bookworm": "cortex-a72", "trixie": "cortex-a76"}
 # Tested: 10.0 runs the agent; 7.2 (Debian 12's own) crashes in LiteRT's int8 kernels.
 QEMU_MAJOR = 10
+# 32-bit Raspberry Pi OS's base, for the test that the Ansible role refuses it: only Ansible's python3.
+ARMHF_ROOT = {"suite": "bookworm", "arch": "armhf", "packages": ("python3",)}
 
 
 def readme_apt_packages():
@@ -138,12 +145,21 @@ def _replace_stale(prefix, keep):
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def _root_path(suite, arch, packages):
+    packages = sorted({*BOOT_PACKAGES, *readme_apt_packages()} if packages is None else packages)
+    return CACHE / f"{arch}-{suite}-{_digest(suite, arch, MIRROR, *packages)}", packages
+
+
+def _wheels_path(suite):
+    declared = [REPO / "setup.py", *sorted((REPO / "requirements").glob("*.txt"))]
+    return CACHE / f"wheels-{suite}-{_digest(suite, *readme_apt_packages(), *(p.read_text() for p in declared))}"
+
+
 def root(suite, arch="arm64", packages=None):
     """The cached root of ``suite`` for ``arch``; by default an arm64 one with the boot and README
     packages (about 2.5 min to make on an idle machine)."""
-    packages = sorted({*BOOT_PACKAGES, *readme_apt_packages()} if packages is None else packages)
+    target, packages = _root_path(suite, arch, packages)
     name = f"{arch}-{suite}"
-    target = CACHE / f"{name}-{_digest(suite, arch, MIRROR, *packages)}"
     with _locked(name):
         if (target / "usr" / "bin" / "python3").exists():
             return target
@@ -195,9 +211,7 @@ def agent_wheel(directory):
 
 def wheelhouse(root_dir, suite, wheel):
     """The wheels pip on arm64 ``suite`` resolves for ``wheel``'s dependencies, downloaded once."""
-    declared = [REPO / "setup.py", *sorted((REPO / "requirements").glob("*.txt"))]
-    key = _digest(suite, *readme_apt_packages(), *(path.read_text() for path in declared))
-    wheels = CACHE / f"wheels-{suite}-{key}"
+    wheels = _wheels_path(suite)
     with _locked(f"wheels-{suite}"):
         if wheels.is_dir():
             return wheels
@@ -230,3 +244,49 @@ def wheelhouse(root_dir, suite, wheel):
             shutil.rmtree(partial, ignore_errors=True)
         _replace_stale(f"wheels-{suite}", wheels.name)
         return wheels
+
+
+def cold():
+    """Whether any root or wheelhouse the arm64 tests use is still to be made."""
+    roots = [_root_path(suite, "arm64", None)[0] for suite in SUITES]
+    if unavailable("qemu-arm") is None:
+        roots.append(_root_path(ARMHF_ROOT["suite"], ARMHF_ROOT["arch"], ARMHF_ROOT["packages"])[0])
+    return (not all((path / "usr" / "bin" / "python3").exists() for path in roots)
+            or not all(_wheels_path(suite).is_dir() for suite in SUITES))
+
+
+def warm():
+    """Make every root and wheelhouse the arm64 tests use (``python -m support.arm64``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = agent_wheel(Path(tmp))
+        for suite in SUITES:
+            wheelhouse(root(suite), suite, wheel)
+    if unavailable("qemu-arm") is None:
+        root(**ARMHF_ROOT)
+
+
+def start_warming():
+    """Fill a cold cache in the background at the lowest CPU priority; the process, or None."""
+    if unavailable() is not None or not cold():
+        return None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "warm.log", "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "support.arm64"], cwd=REPO / "tests", stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=lambda: os.nice(19))
+
+
+def stop_warming(process):
+    """End the warming and everything it started (debootstrap, systemd-nspawn); what it left half
+    made is never used, and the next build removes it."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+if __name__ == "__main__":
+    warm()

@@ -308,7 +308,7 @@ def thirty_two_bit_root(tmp):
     """A copy of a cached armhf Debian (32-bit Raspberry Pi OS's base), or None where it cannot run."""
     if arm64.unavailable("qemu-arm"):
         return None
-    cached = arm64.root("bookworm", arch="armhf", packages=["python3"])
+    cached = arm64.root(**arm64.ARMHF_ROOT)
     copy = tmp / "pi-32"
     subprocess.run(["cp", "-a", "--reflink=auto", str(cached), str(copy)], check=True, timeout=600)
     return copy
