@@ -85,7 +85,7 @@ def test_sigterm_to_every_process_of_the_collector_stops_it_at_once(tmp_path):
             try:
                 pid = worker_pid(collector)
                 # The first build done: the worker now waits for the next refresh.
-                wait_until(lambda: (out / "index.html").is_file(), timeout=30)
+                wait_until((out / "index.html").is_file, timeout=30)
                 time.sleep(0.5)
                 assert collector.terminate(timeout=8, group=True) == 0
                 assert not alive(pid)
