@@ -20,18 +20,10 @@ from edge_agent.collector.sessions import (
     smooth,
     split_minutes,
 )
-from edge_agent.collector.store import Store
 from edge_agent.common.contract import EMOTIONS
 from support.windows import T0, lesson, window
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'c.sqlite3'}")
-    yield store
-    store.close()
 
 
 def lessons_of(store, payloads, room="101", gap_s=15 * 60):

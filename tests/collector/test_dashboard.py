@@ -18,13 +18,6 @@ from support.windows import T0, lesson, window
 WEEK = 7 * 86400
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'collector.sqlite3'}")
-    yield store
-    store.close()
-
-
 def status(device, state="online", camera="running"):
     return StatusPayload.model_validate({"device": device, "state": state, "camera": camera, "version": "0.1.0"})
 

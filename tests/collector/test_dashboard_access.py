@@ -13,19 +13,12 @@ from test_dashboard import parsed, status
 
 from edge_agent.collector.config import parse_collector_config
 from edge_agent.collector.dashboard import Dashboard, file_name, room_matches
-from edge_agent.collector.store import Store, windows_table
+from edge_agent.collector.store import windows_table
 from edge_agent.common.config import ConfigError
 from edge_agent.common.contract import EMOTIONS
 from support.windows import T0, lesson
 
 WEEK = 7 * 86400
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'collector.sqlite3'}")
-    yield store
-    store.close()
 
 
 def three_rooms(store):
