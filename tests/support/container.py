@@ -7,6 +7,7 @@ network, so a broker the test starts on 127.0.0.1 is reachable from inside.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -112,6 +113,14 @@ class Container:
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
+            # Killing systemd-nspawn alone leaves the container's init running on, with all it
+            # started (an emulated one kept an agent busy for an hour); killing that init ends its
+            # whole PID namespace.
+            if self.leader:
+                try:
+                    os.kill(self.leader, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.process.kill()
             self.process.wait()
 
