@@ -232,12 +232,7 @@ def booted(box):
         print(f"\nemulated boot: {time.monotonic() - started:.0f} s")
         yield box
     finally:
-        try:
-            box.stop()
-        except subprocess.TimeoutExpired:
-            # poweroff waits for logind, which trixie's cannot start under qemu (see above).
-            box.process.kill()
-            box.process.wait()
+        box.stop()
 
 
 def test_the_unit_boots_under_the_pis_systemd_and_publishes(pi):
@@ -343,11 +338,7 @@ def fleet(tmp_path_factory, wheel):
         yield {"boxes": boxes, "runs": runs, "pi_32": pi_32, "dpkg_status": dpkg_status}
     finally:
         for box in boxes.values():
-            try:
-                box.stop()
-            except subprocess.TimeoutExpired:
-                box.process.kill()
-                box.process.wait()
+            box.stop()
 
 
 def test_site_yml_converges_on_an_arm64_camera_and_changes_nothing_the_second_time(fleet):
