@@ -76,6 +76,7 @@ class Agent:
         self._reload = reload
         device = config.device
         self.pipeline = FramePipeline.from_config(config)
+        self.pipeline.classifier.reserve()
         self.outbox = Outbox(config.outbox.resolved_path(), max_age_s=config.outbox.max_age_h * 3600)
         self.emotions_topic = topic(config.mqtt.prefix, device.site, device.room, device.id, "emotions")
         self.tally = WindowTally(config.window.length_s, config.window.min_group,

@@ -21,6 +21,15 @@ MAX_BATCH = 64
 _TFLITE_IDENTIFIER = b"TFL3"
 
 
+def _bucket(count):
+    return 1 << (count - 1).bit_length()
+
+
+def _buckets():
+    """Every batch size an interpreter is made for: the powers of two up to MAX_BATCH."""
+    return [1 << k for k in range(_bucket(MAX_BATCH).bit_length())]
+
+
 @dataclass(frozen=True)
 class Emotion:
     label: str
@@ -123,6 +132,19 @@ class EmotionClassifier:
         self._interpreters[batch] = found
         return found
 
+    def reserve(self) -> None:
+        """Make and run the interpreter of every batch size now (about 25 MB for all seven).
+
+        Otherwise each is made the first time a frame has that many faces, so a daemon's memory
+        steps up weeks into its life, the day a fuller class comes in; reserved at start, it is at
+        its ceiling from the first frame and ``MemoryMax`` trips at boot, not mid-lesson.
+        """
+        # A crop that needs resizing, so OpenCV's first-call setup happens now as well.
+        self.probabilities([np.zeros((self.input_height + 1, self.input_width + 1), np.uint8)])
+        for bucket in _buckets():
+            self._invoke(np.zeros((bucket, self.input_height, self.input_width, 1), self.input_dtype))
+        self.invoke_seconds = 0.0
+
     def _check_signature(self, interpreter):
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -184,7 +206,7 @@ class EmotionClassifier:
         count = len(batch)
         # One interpreter per power of two, padded up to it: a classroom's face count changes
         # every frame, and an interpreter per count would hold up to 64 sets of tensors.
-        bucket = 1 << (count - 1).bit_length()
+        bucket = _bucket(count)
         if bucket != count:
             batch = np.concatenate([batch, np.zeros((bucket - count, *batch.shape[1:]), batch.dtype)])
         interpreter, input_index, output_index = self._interpreter(bucket)

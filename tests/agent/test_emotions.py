@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -38,6 +41,37 @@ def test_batches_larger_than_one_call_are_split_and_kept_in_order(classifier):
     whole = classifier.probabilities(crops)
     assert whole.shape == (150, len(EMOTIONS))
     np.testing.assert_array_equal(whole[100:], classifier.probabilities(crops[100:]))
+
+
+# RSS growth (MB) while frames of 1 to 64 faces are labelled, in a fresh process.
+GROWTH_AFTER_LOAD = f"""
+import sys
+import numpy as np
+from edge_agent.agent.emotions import EmotionClassifier
+
+def rss_mb():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) / 1024
+
+classifier = EmotionClassifier({str(MODEL)!r})
+if sys.argv[1] == "reserve":
+    classifier.reserve()
+before = rss_mb()
+for faces in (1, 3, 7, 12, 30, 41, 64, 150):
+    classifier.classify([np.full((60, 60), 90, np.uint8)] * faces)
+print(rss_mb() - before)
+"""
+
+
+def growth_mb(mode):
+    result = subprocess.run([sys.executable, "-c", GROWTH_AFTER_LOAD, mode], capture_output=True, text=True,
+                            timeout=120, check=True)
+    return float(result.stdout)
+
+
+def test_a_reserved_classifier_takes_no_more_memory_when_a_fuller_class_comes_in():
+    # Unreserved, the first frame of each face count's batch size makes another interpreter.
+    assert growth_mb("lazy") > 10
+    assert growth_mb("reserve") < 2
 
 
 def test_input_quantization_round_trips_every_pixel_value(classifier):
