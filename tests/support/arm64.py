@@ -289,4 +289,5 @@ def stop_warming(process):
 
 
 if __name__ == "__main__":
-    warm()
+    # unavailable() also registers the emulator, which a fresh machine has not done yet.
+    sys.exit(unavailable() or warm())
