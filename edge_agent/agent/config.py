@@ -74,6 +74,14 @@ class SearchConfig(Section):
         60, title="One frame in this many is searched whole, so a face in a new place is found and learned")
     margin: Annotated[float, Field(ge=1.0, le=3.0)] = Field(
         1.25, title="How far beyond the face sizes seen in its rows a band searches (a factor)")
+    seats: bool = Field(
+        True, title="Between whole frames, search only around the faces found lately (their seats)",
+        description="each seat for sizes within margin of its face; the bands when there are no seats or they "
+                    "would cost more; false: the bands alone")
+    seat_frames: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        60, title="Frames a seat is still searched after its face was last found (a student looking away)")
+    seat_reach: Annotated[float, Field(ge=0.05, le=2.0)] = Field(
+        0.4, title="How far beyond its face a seat is searched on each side, in face widths (head movement)")
     bands: list[HandBand] = Field(
         default_factory=list, title="Hand-set bands for mode 'bands', top to bottom, each starting where the last ends")
     state: Path | None = Field(None, title="Learned bands (default: the outbox's directory's face_search.json)")

@@ -2,18 +2,25 @@
 
 A classroom camera does not move: faces are small at the top of the frame (back rows), large at
 the bottom, and never on the ceiling. :class:`LearnedSearch` searches whole frames for its first
-``learn_frames`` frames and then one frame in every ``full_every``; in between it searches only
-horizontal bands of rows, each for the face sizes seen there (widened by ``margin``), each on the
-smallest copy of its rows that still holds its smallest face (:meth:`FaceDetector.detect_region`).
+``learn_frames`` frames and then one frame in every ``full_every``. In between it searches the
+seats (:mod:`edge_agent.agent.seats`: small regions around the faces found lately, students keep
+their seats all lesson), or, when there are none or they would cost more, horizontal bands of
+rows, each for the face sizes seen there (widened by ``margin``), each on the smallest copy of its
+rows that still holds its smallest face (:meth:`FaceDetector.detect_region`).
 
 Invariants:
-- A whole frame is searched at least every ``full_every`` frames, so a face in a new place or of
-  a new size is found within that many frames, and the bands are rebuilt to include it.
+- A whole frame is searched at least every ``full_every`` frames (and first after every start),
+  so a face in a new place or of a new size is found within that many frames, and the bands are
+  rebuilt to include it.
+- A frame is searched one way only, whole, seats or bands, except that a seat search missing
+  more than half its seats (and ``SEATS_MISSED`` or more) is followed by the bands, and the seats
+  are forgotten: only the bands' faces are reported then, so no face is reported twice.
 - The bands are a pure function of the observations kept: the last ``MAX_OBSERVATIONS`` faces
   found by whole-frame searches (band searches would only ever confirm their own bands).
 - A state file is used only when it was written in this format, for frames of the same size, by
   the same detector settings and camera source; anything else is discarded with a warning and
   relearned, never trusted. It holds face positions and sizes only, never pixels.
+- Seats are never written to the state file (they last a lesson; a start searches whole first).
 - The file is replaced atomically and at most every ``SAVE_EVERY_S`` (an SD card wears); a
   failure to write it is logged and the search goes on from memory.
 """
@@ -30,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .faces import CASCADE_WINDOW, FaceDetector
+from .faces import FaceDetector
+from .seats import Seats, region_cost, search_regions
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,9 @@ SAVE_EVERY_S = 600.0
 # size differently); measured on 20 classroom-like frames, the seed's 5 neighbours in bands
 # found fewer faces than the whole frame in two size buckets, 4 found more in every bucket.
 BAND_NEIGHBOURS_LESS = 1
+# A seat search that misses more than half its seats, and at least SEATS_MISSED of them, is
+# followed by the bands in the same frame; one student looking away is no reason.
+SEATS_MISSED = 3
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,11 @@ class Plan:
         return "; ".join(f"rows {b.top}-{b.bottom}, columns {b.left}-{b.right}: faces {b.min_face}-{b.max_face} px"
                          for b in self.bands)
 
+    def cost(self, width: int, scale_factor: float) -> float:
+        """Window positions searching every band costs (:func:`region_cost`)."""
+        return sum(band_cost(b.top, b.bottom, b.min_face, b.max_face, scale_factor) * (min(b.right, width) - b.left)
+                   for b in self.bands)
+
 
 def fit_sizes(cy: np.ndarray, side: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Face width as a straight line in the row, fitted robustly: (coefficients, inlier mask).
@@ -94,20 +110,8 @@ def fit_sizes(cy: np.ndarray, side: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def band_cost(top: float, bottom: float, low: float, high: float, scale_factor: float) -> float:
-    """Window positions per frame column that searching a band costs, the way OpenCV scans it.
-
-    Rows [top, bottom) plus the reach above and below, at every scale of the ladder from ``low``
-    to ``high``, on the copy :meth:`FaceDetector.detect_region` makes; OpenCV steps 2 px below a
-    factor of 2 and 1 px above.
-    """
-    shrink = min(1.0, 2 * CASCADE_WINDOW * scale_factor / max(low, 1.0))
-    rows = (bottom - top + 2 * REACH * high) * shrink
-    cost, factor = 0.0, max(1.0, low * shrink / CASCADE_WINDOW)
-    while factor * CASCADE_WINDOW <= high * shrink:
-        step = 1 if factor > 2 else 2
-        cost += rows * shrink / factor / factor / (step * step)
-        factor *= scale_factor
-    return cost
+    """Window positions per frame column that searching a band costs: its rows plus the reach above and below."""
+    return region_cost(1, bottom - top + 2 * REACH * high, low, high, scale_factor)
 
 
 def plan_bands(observations, width: int, height: int, margin: float, scale_factor: float = 1.1) -> Plan:
@@ -168,13 +172,16 @@ def search_bands(detector: FaceDetector, gray: np.ndarray, plan: Plan) -> np.nda
 
 
 class LearnedSearch:
-    """Chooses, frame by frame, a whole-frame or a banded search, and learns the bands."""
+    """Chooses, frame by frame, a whole-frame, seat or banded search, and learns the bands."""
 
     def __init__(self, detector: FaceDetector, learn_frames: int = 60, full_every: int = 60,
                  margin: float = 1.25, state_path: Path | None = None, camera: str = "",
-                 hand_bands: list[tuple[float, float, int, int]] | None = None):
+                 hand_bands: list[tuple[float, float, int, int]] | None = None, seats: bool = True,
+                 seat_frames: int = 60, seat_reach: float = 0.4):
         self.detector = detector
         self.learn_frames, self.full_every, self.margin = learn_frames, full_every, margin
+        # Hand-set bands are searched as given, every frame: no seats.
+        self.seats = Seats(seat_frames, seat_reach, margin) if seats and hand_bands is None else None
         self.state_path = Path(state_path) if state_path else None
         self.camera = str(camera)
         # Hand-set bands: fractions of the frame height and sizes in px; used as given, never learned.
@@ -183,6 +190,10 @@ class LearnedSearch:
         self.frame_size: tuple[int, int] | None = None
         self.plan: Plan | None = None
         self.frames = self.full_searches = self.learned_frames = 0
+        # What the last frame's search was ("whole", "bands" or "seats") and the frame pixels
+        # searched so far (a band or seat counted at its region's size, whatever the scales).
+        self.last_search = ""
+        self.searched_pixels = 0
         self._saved_at = None
 
     @property
@@ -205,18 +216,50 @@ class LearnedSearch:
         self.frames += 1
         whole = self.plan is None or self.learning() or (self.frames - 1) % self.full_every == 0
         if self.hand_bands is not None or not whole:
-            return search_bands(self.detector, gray, self.plan)
-        boxes = self.detector.detect(gray)
-        self.full_searches += 1
-        self.learned_frames += 1
-        self.observations.extend((x + w / 2, y + h / 2, w) for x, y, w, h in boxes.tolist())
-        self.plan = plan_bands(self.observations, *self.frame_size, self.margin, self.detector.scale_factor)
-        self._save(force=self.learned_frames == self.learn_frames)
+            boxes = self._between(gray)
+        else:
+            boxes = self.detector.detect(gray)
+            self.last_search = "whole"
+            self.searched_pixels += gray.size
+            self.full_searches += 1
+            self.learned_frames += 1
+            self.observations.extend((x + w / 2, y + h / 2, w) for x, y, w, h in boxes.tolist())
+            self.plan = plan_bands(self.observations, *self.frame_size, self.margin, self.detector.scale_factor)
+            self._save(force=self.learned_frames == self.learn_frames)
+        if self.seats is not None:
+            self.seats.update(boxes, self.frames)
         return boxes
+
+    def _between(self, gray: np.ndarray) -> np.ndarray:
+        """A frame between whole-frame searches: the seats, or the bands when there are none or they cost more."""
+        height, width = gray.shape
+        neighbours = max(1, self.detector.min_neighbors - BAND_NEIGHBOURS_LESS)
+        if self.seats:
+            regions = self.seats.regions(width, height)
+            scale_factor = self.detector.scale_factor
+            if self.seats.cost(regions, scale_factor) < self.plan.cost(width, scale_factor):
+                self.searched_pixels += sum((r.right - r.left) * (r.bottom - r.top) for r in regions)
+                boxes = search_regions(self.detector, gray, regions, neighbours)
+                missed = len(self.seats) - len(boxes)
+                if missed * 2 <= len(self.seats) or missed < SEATS_MISSED:
+                    self.last_search = "seats"
+                    return boxes
+                # Most seats missed: the students moved (or most look away). Seats
+                # left stale would fail every frame; the bands find the faces where they are now,
+                # and those become the seats.
+                self.seats.clear()
+        self.last_search = "bands"
+        for band in self.plan.bands:
+            reach = int(np.ceil(band.max_face * REACH))
+            self.searched_pixels += ((min(width, band.right) - band.left)
+                                     * (min(height, band.bottom + reach) - max(0, band.top - reach)))
+        return search_bands(self.detector, gray, self.plan)
 
     def _start(self, width: int, height: int) -> None:
         self.frame_size = (width, height)
         self.observations.clear()
+        if self.seats is not None:
+            self.seats.clear()
         self.plan, self.learned_frames = None, 0
         if self.hand_bands is not None:
             self.plan = Plan(tuple(Band(round(top * height), round(bottom * height), low, high, 0, width)

@@ -13,9 +13,10 @@ import pytest
 
 from edge_agent.agent.config import parse_config
 from edge_agent.agent.faces import FaceDetector
-from edge_agent.agent.search import LearnedSearch, describe_state, plan_bands
+from edge_agent.agent.search import FORMAT, LearnedSearch, describe_state, plan_bands
+from edge_agent.agent.seats import Region, merge
 from edge_agent.common.config import ConfigError
-from edge_agent.tools.classroom import build_scenes, faces_from_photos, match
+from edge_agent.tools.classroom import build_lesson, build_scenes, faces_from_photos, match
 from support import CASCADE, DATA, run_cli
 
 CONTEXT = 1.6
@@ -25,6 +26,28 @@ CONTEXT = 1.6
 def scenes():
     faces = faces_from_photos([DATA / "solvay_conference.jpg", DATA / "justin.jpg"], CASCADE, context=CONTEXT)
     return build_scenes(faces, np.zeros(len(faces), int), 6, seed=2, face_px=(34, 110), face_fraction=1 / CONTEXT)
+
+
+@pytest.fixture(scope="module")
+def lesson():
+    """One lesson: the same students in the same seats, heads moving, nobody looking away or late."""
+    faces = faces_from_photos([DATA / "solvay_conference.jpg", DATA / "justin.jpg"], CASCADE, context=CONTEXT)
+    return build_lesson(faces, np.zeros(len(faces), int), 6, seed=2, face_px=(34, 110), face_fraction=1 / CONTEXT,
+                        away_chance=0.0, late=0)
+
+
+def justin(size=None):
+    photo = cv2.imread(str(DATA / "justin.jpg"), cv2.IMREAD_GRAYSCALE)
+    return cv2.resize(photo, size or (photo.shape[1] // 2, photo.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
+
+def frame_with(*places, photo=None):
+    """A gray 1280x720 frame with the photo (a face) at each (x, y)."""
+    photo = justin() if photo is None else photo
+    frame = np.full((720, 1280), 128, np.uint8)
+    for x, y in places:
+        frame[y:y + photo.shape[0], x:x + photo.shape[1]] = photo
+    return frame
 
 
 def detector():
@@ -60,7 +83,7 @@ def test_bands_hold_each_face_where_it_was_put_small_at_the_top(scenes):
 
 
 def test_banded_search_finds_what_a_whole_frame_search_finds(scenes):
-    search = learned(scenes)
+    search = learned(scenes, seats=False)
     whole = banded = 0
     for scene in scenes[3:]:
         whole += len(match(scene.faces, search.detector.detect(scene.image)))
@@ -166,3 +189,106 @@ def test_analyze_per_frame_names_each_image(tmp_path):
     assert sorted(line["source"] for line in lines) == sorted(str(tmp_path / n) for n in ("justin.jpg",
                                                                                           "solvay_conference.jpg"))
     assert {line["source"]: len(line["faces"]) for line in lines}[str(tmp_path / "justin.jpg")] == 1
+
+
+def test_seated_faces_are_kept_by_seat_searches_at_a_fraction_of_a_whole_frame(lesson):
+    search = LearnedSearch(detector(), learn_frames=2, full_every=1000)
+    # Nobody looks away or comes late: the n-th face of every frame is the same student.
+    seated = set.intersection(*({i for i, _ in match(scene.faces, search.detect(scene.image))}
+                                for scene in lesson[:2]))
+    assert len(seated) > 10
+    whole_pixels = search.searched_pixels / 2
+    for scene in lesson[2:]:
+        before = search.searched_pixels
+        found = {i for i, _ in match(scene.faces, search.detect(scene.image))}
+        assert search.last_search == "seats"
+        assert seated <= found, "a student found in their seat is found there again"
+        # Pixels understate the saving: each seat is searched only for sizes near its face.
+        assert search.searched_pixels - before < whole_pixels / 2, "a seat search must look at a small part"
+    assert search.full_searches == 2
+
+
+def test_a_face_that_looks_away_is_found_again_in_its_seat_and_a_long_gone_seat_is_dropped():
+    face = justin()
+    away = cv2.GaussianBlur(face, (0, 0), face.shape[0] / 8)
+    search = LearnedSearch(detector(), learn_frames=1, full_every=1000, seat_frames=5)
+    seated, gone = frame_with((500, 400)), frame_with((500, 400), photo=away)
+    assert len(search.detect(seated)) == 1
+    assert [len(search.detect(gone)) for _ in range(3)] == [0, 0, 0]
+    assert search.last_search == "seats" and len(search.seats) == 1, "looking away keeps the seat"
+    before = search.searched_pixels
+    back = search.detect(frame_with((503, 398)))
+    assert len(back) == 1 and search.last_search == "seats" and search.full_searches == 1
+    assert search.searched_pixels - before < 1280 * 720 / 10
+    for _ in range(5):
+        search.detect(gone)
+    assert len(search.seats) == 0, "a seat empty for seat_frames is dropped"
+    search.detect(gone)
+    assert search.last_search == "bands"
+
+
+def test_a_new_face_in_a_new_place_is_found_by_the_next_whole_frame_and_then_kept_in_its_seat():
+    search = LearnedSearch(detector(), learn_frames=1, full_every=4)
+    assert len(search.detect(frame_with((100, 450)))) == 1
+    both = frame_with((100, 450), (900, 420))
+    found = []
+    for _ in range(6):
+        found.append(len(search.detect(both)))
+    assert found[:3] == [1, 1, 1], "between whole frames only the seat is searched"
+    assert found[3:] == [2, 2, 2] and search.full_searches == 2
+    assert search.last_search == "seats" and len(search.seats) == 2
+
+
+def test_overlapping_seats_are_searched_as_one_region_and_each_face_reported_once():
+    face = justin((150, 150))
+    side_by_side = frame_with((300, 300), (445, 300), photo=face)
+    search = LearnedSearch(detector(), learn_frames=1, full_every=1000, seat_reach=0.5)
+    first = search.detect(side_by_side)
+    assert len(first) == 2
+    regions = search.seats.regions(1280, 720)
+    assert len(regions) == 1, "the two seats' regions overlap, so they are searched as one"
+    for _ in range(3):
+        boxes = search.detect(side_by_side)
+        assert search.last_search == "seats" and len(boxes) == 2
+        (ax, ay, aw, ah), (bx, by, bw, bh) = boxes.tolist()
+        assert ax + aw <= bx or bx + bw <= ax, "the same face twice"
+
+
+def test_merged_regions_are_disjoint_and_hold_every_region_asked():
+    asked = [Region(0, 0, 50, 50, 30, 40), Region(40, 40, 90, 90, 35, 50), Region(85, 0, 120, 45, 30, 36),
+             Region(300, 300, 340, 340, 30, 36)]
+    merged = merge(asked)
+    assert len(merged) == 2
+    assert all(not a.overlaps(b) for i, a in enumerate(merged) for b in merged[i + 1:])
+    for region in asked:
+        holder = [m for m in merged if m.left <= region.left and m.right >= region.right
+                  and m.top <= region.top and m.bottom >= region.bottom]
+        assert len(holder) == 1 and holder[0].min_face <= region.min_face <= region.max_face <= holder[0].max_face
+
+
+def test_seats_stop_where_the_students_moved_and_the_bands_find_them(scenes):
+    search = learned(scenes)
+    boxes = search.detect(scenes[3].image)
+    assert search.last_search == "bands", "strangers in every seat: the seats find too few, the bands take over"
+    assert len(match(scenes[3].faces, boxes)) >= len(match(scenes[3].faces, search.detector.detect(scenes[3].image)))
+
+
+def test_a_state_file_from_before_the_seats_is_used_and_other_formats_are_discarded(lesson, tmp_path, caplog):
+    state = tmp_path / "face_search.json"
+    first = LearnedSearch(detector(), learn_frames=2, full_every=1000, state_path=state, seats=False)
+    for scene in lesson[:2]:
+        first.detect(scene.image)
+    first.close()
+    written = json.loads(state.read_text())
+    assert written["format"] == FORMAT and "seats" not in written, "seats last a lesson, never the file"
+
+    again = LearnedSearch(detector(), learn_frames=2, full_every=1000, state_path=state)
+    again.detect(lesson[2].image)
+    again.detect(lesson[3].image)
+    assert not again.learning() and again.full_searches == 1 and again.last_search == "seats"
+
+    caplog.set_level(logging.WARNING)
+    state.write_text(json.dumps({**written, "format": FORMAT - 1}))
+    older = LearnedSearch(detector(), learn_frames=2, full_every=1000, state_path=state)
+    older.detect(lesson[2].image)
+    assert older.learning() and "learned with another format" in caplog.text and str(state) in caplog.text

@@ -1,0 +1,140 @@
+"""Seats: the places where faces were found lately, searched alone between whole-frame searches.
+
+Students keep their seats all lesson, so between whole-frame searches :class:`Seats` searches only
+a small region around each face found in the last ``keep`` frames, each only for sizes near that
+face's. A region costs a few hundred window positions where a band of rows costs tens of thousands.
+
+Invariants:
+- A seat is a face found by any search (whole frame, bands or seats); each face found moves the
+  nearest seat within half its width to itself, or starts a new seat. A seat whose face was not
+  found for ``keep`` frames is dropped, so a student who looks away for a while is searched for
+  where they sat and found again when they look back, without a whole-frame search.
+- A seat's region is its face widened by ``reach`` face widths on every side (a head moves), and
+  is searched for faces ``margin`` times narrower to ``margin`` times wider than that face.
+- The regions searched in one frame are pairwise disjoint: overlapping ones are merged into their
+  bounding box, searched for every size either asked. Each detection lies inside the one region
+  it was found in, so no face is reported twice.
+- Seats live in memory only: a start searches its first frame whole, which finds them again.
+- What a seat search costs is counted (:func:`region_cost`) the way a band's is, so the caller
+  can search the bands instead when the seats would cost more (a crowded room).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .faces import CASCADE_WINDOW, FaceDetector
+
+# A face found further than this from a seat's centre (in the seat's face widths) is someone else.
+SAME_SEAT = 0.5
+
+
+@dataclass
+class Seat:
+    x: float  # centre of the face last found here, frame pixels
+    y: float
+    width: float
+    seen: int  # frame number the face was last found in
+
+
+@dataclass(frozen=True)
+class Region:
+    left: int
+    top: int
+    right: int
+    bottom: int
+    min_face: int
+    max_face: int
+
+    def overlaps(self, other: Region) -> bool:
+        return (self.left < other.right and other.left < self.right
+                and self.top < other.bottom and other.top < self.bottom)
+
+    def union(self, other: Region) -> Region:
+        return Region(min(self.left, other.left), min(self.top, other.top), max(self.right, other.right),
+                      max(self.bottom, other.bottom), min(self.min_face, other.min_face),
+                      max(self.max_face, other.max_face))
+
+
+def region_cost(width: float, height: float, low: float, high: float, scale_factor: float) -> float:
+    """Window positions searching a ``width`` x ``height`` region for faces ``low``-``high`` px wide costs.
+
+    Counted the way OpenCV scans the copy :meth:`FaceDetector.detect_region` makes: every scale
+    of the ladder from ``low`` to ``high``, 2 px steps below a factor of 2 and 1 px above.
+    """
+    shrink = min(1.0, 2 * CASCADE_WINDOW * scale_factor / max(low, 1.0))
+    cost, factor = 0.0, max(1.0, low * shrink / CASCADE_WINDOW)
+    while factor * CASCADE_WINDOW <= high * shrink:
+        step = 1 if factor > 2 else 2
+        cost += width * shrink * height * shrink / factor / factor / (step * step)
+        factor *= scale_factor
+    return cost
+
+
+def merge(regions: list[Region]) -> list[Region]:
+    """``regions`` with every overlapping pair replaced by its bounding box, until none overlap."""
+    merged = list(regions)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(merged)):
+            for j in range(i + 1, len(merged)):
+                if merged[i].overlaps(merged[j]):
+                    merged[i] = merged[i].union(merged.pop(j))
+                    changed = True
+                    break
+            if changed:
+                break
+    return merged
+
+
+class Seats:
+    """The seats of the faces found in the last ``keep`` frames, and their search."""
+
+    def __init__(self, keep: int = 60, reach: float = 0.4, margin: float = 1.25):
+        self.keep, self.reach, self.margin = keep, reach, margin
+        self.seats: list[Seat] = []
+
+    def __len__(self) -> int:
+        return len(self.seats)
+
+    def clear(self) -> None:
+        self.seats.clear()
+
+    def update(self, boxes: np.ndarray, frame: int) -> None:
+        """Move each seat to the face found in it in frame number ``frame``; add new ones, drop stale ones."""
+        free = set(range(len(self.seats)))
+        for x, y, w, h in np.asarray(boxes).reshape(-1, 4).tolist():
+            cx, cy = x + w / 2, y + h / 2
+            near = [(np.hypot(cx - self.seats[k].x, cy - self.seats[k].y), k) for k in free]
+            distance, nearest = min(near, default=(np.inf, -1))
+            if nearest >= 0 and distance <= SAME_SEAT * self.seats[nearest].width:
+                free.discard(nearest)
+                self.seats[nearest] = Seat(cx, cy, w, frame)
+            else:
+                self.seats.append(Seat(cx, cy, w, frame))
+        self.seats = [seat for seat in self.seats if frame - seat.seen < self.keep]
+
+    def regions(self, width: int, height: int) -> list[Region]:
+        """The disjoint regions that hold every seat, clipped to a ``width`` x ``height`` frame."""
+        regions = []
+        for seat in self.seats:
+            half = seat.width * (0.5 + self.reach)
+            regions.append(Region(max(0, int(seat.x - half)), max(0, int(seat.y - half)),
+                                  min(width, int(np.ceil(seat.x + half))), min(height, int(np.ceil(seat.y + half))),
+                                  int(seat.width / self.margin), int(np.ceil(seat.width * self.margin))))
+        return merge(regions)
+
+    def cost(self, regions: list[Region], scale_factor: float) -> float:
+        return sum(region_cost(r.right - r.left, r.bottom - r.top, r.min_face, r.max_face, scale_factor)
+                   for r in regions)
+
+
+def search_regions(detector: FaceDetector, gray: np.ndarray, regions: list[Region],
+                   min_neighbors: int) -> np.ndarray:
+    """Boxes found in each of ``regions`` (disjoint, so each face once)."""
+    found = [detector.detect_region(gray, r.left, r.top, r.right, r.bottom, r.min_face, r.max_face, min_neighbors)
+             for r in regions]
+    return np.concatenate(found) if found else np.zeros((0, 4), dtype=np.int64)
