@@ -6,8 +6,11 @@ frame in one int8 interpreter call. Everything runs on one thread. Faces found a
 a faster search that misses faces would be no gain.
 
 Classroom-like frames are built from the faces the cascade finds in real photos, pasted with
-their surroundings and a classroom's perspective (:func:`edge_agent.tools.classroom.build_scenes`),
-and every search runs on each frame in turn, so a busy machine slows them alike.
+their surroundings and a classroom's perspective, two ways: random seats (new students in new
+seats every frame, :func:`edge_agent.tools.classroom.build_scenes`: what no room does, and the
+worst case for a search that remembers where faces were) and a lesson (the same students in the
+same seats, heads moving, some looking away, a few late, :func:`edge_agent.tools.classroom.build_lesson`).
+Every search runs on each frame in turn, so a busy machine slows them alike.
 """
 
 import os
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -25,7 +29,7 @@ from ..agent.emotions import EmotionClassifier
 from ..agent.faces import FaceDetector
 from ..agent.pipeline import FramePipeline
 from ..agent.search import LearnedSearch
-from .classroom import build_scenes, faces_from_photos, score
+from .classroom import Scene, build_lesson, build_scenes, faces_from_photos, score
 from .keras_model import model_inputs
 
 SEED_DETECTOR = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 30}
@@ -169,78 +173,172 @@ def analyze_rss_mb(video, config_text: str) -> float:
     return usage.ru_maxrss / 1024
 
 
-def classroom_scenes(photos, cascade, frames: int, width: int, height: int, seed: int = 0):
-    """``frames`` classroom-like frames of 20-40 faces of 24-120 px cut from ``photos``."""
+@dataclass(frozen=True)
+class Classroom:
+    """Faces cut from photos, and the size of the frames the benches build from them."""
+
+    faces: np.ndarray
+    frames: int
+    width: int
+    height: int
+    seed: int = 0
+
+    def random_seats(self) -> list[Scene]:
+        return build_scenes(self.faces, np.zeros(len(self.faces), int), self.frames, width=self.width,
+                            height=self.height, seed=self.seed, face_fraction=1 / CONTEXT)
+
+    def lesson(self, frames: int) -> list[Scene]:
+        return build_lesson(self.faces, np.zeros(len(self.faces), int), frames, width=self.width,
+                            height=self.height, seed=self.seed, face_fraction=1 / CONTEXT)
+
+
+def classroom_scenes(photos, cascade, frames: int, width: int, height: int, seed: int = 0) -> Classroom:
+    """Frames of 20-40 faces of 24-120 px cut from ``photos``: ``frames`` with random seats, and a lesson."""
+    # One thread from the start: with more, the cascade's grouping can differ, and so the faces cut.
+    cv2.setNumThreads(1)
     faces = faces_from_photos(photos, cascade, context=CONTEXT)
     if not len(faces):
         raise ValueError(f"no face found in {', '.join(map(str, photos))}")
-    return build_scenes(faces, np.zeros(len(faces), int), frames, width=width, height=height, seed=seed,
-                        face_fraction=1 / CONTEXT)
+    return Classroom(faces, frames, width, height, seed)
 
 
-def bench_search(scenes, cascade, learn_frames: int, full_every: int) -> dict:
-    """The seed's search, the previous default and the learned search on the same frames, frame by frame.
+def _found(scenes: list[Scene], boxes: list) -> dict:
+    result = score(scenes, [(b, ["neutral"] * len(b)) for b in boxes])
+    return {"found": result["found"], "found_by_size": result["found_by_size"],
+            "false_detections": result["false_detections"]}
 
-    Faces found are scored on the frames after learning; the learned search's learning frames
-    (whole-frame searches) are timed apart, and its steady cost counts one whole frame in
-    ``full_every``.
+
+def bench_lesson(scenes: list[Scene], cascade, learn_frames: int, full_every: int) -> dict:
+    """The seed's search and the default learned search, frame by frame, through one lesson.
+
+    The learning frames (the agent's first minute, whole frames) are reported apart from the rest,
+    which holds one whole-frame search in ``full_every`` as the agent does.
     """
     cv2.setNumThreads(1)
     seed = FaceDetector(cascade, detect_width=0, **SEED_DETECTOR)
-    before = FaceDetector(cascade, detect_width=BEFORE_WIDTH, **SEED_DETECTOR)
-    learned = LearnedSearch(FaceDetector(cascade, detect_width=0, **SEED_DETECTOR), learn_frames=learn_frames,
-                            full_every=10 ** 9)
-    finders = {"seed": seed.detect, "before": before.detect, "learned": learned.detect}
-    ms = {name: [] for name in finders}
-    boxes = {name: [] for name in finders}
-    learned_wall = 0.0
+    ours = LearnedSearch(FaceDetector(cascade, detect_width=0, **SEED_DETECTOR), learn_frames=learn_frames,
+                         full_every=full_every)
+    ms = {"seed": [], "ours": []}
+    boxes = {"seed": [], "ours": []}
+    kinds = []
+    ours_wall = 0.0
     for number, scene in enumerate(scenes):
         if number == learn_frames:
-            learned.detector.cascade_seconds = learned_wall = 0.0
+            ours.detector.cascade_seconds = ours_wall = 0.0
+        for name, detect in (("seed", seed.detect), ("ours", ours.detect)):
+            started = time.perf_counter()
+            boxes[name].append(detect(scene.image))
+            ms[name].append((time.perf_counter() - started) * 1000)
+        ours_wall += ms["ours"][-1] / 1000
+        kinds.append(ours.last_search)
+    parts = {"first": slice(0, learn_frames), "rest": slice(learn_frames, None)}
+    rows = {name: {part: {"ms": float(np.mean(ms[name][cut])), **_found(scenes[cut], boxes[name][cut])}
+                   for part, cut in parts.items()} for name in ms}
+    rest = kinds[learn_frames:]
+    height, width = scenes[0].image.shape
+    return {"frame": f"{width}x{height}", "frames": len(scenes), "learn_frames": learn_frames,
+            "full_every": full_every, "faces": sum(len(s.faces) for s in scenes[learn_frames:]), **rows,
+            "searches": {kind: rest.count(kind) for kind in ("whole", "seats", "bands")},
+            "seats_ms": float(np.mean([m for m, k in zip(ms["ours"][learn_frames:], rest, strict=True)
+                                       if k == "seats"] or [0.0])),
+            "seats": len(ours.seats),
+            "overhead_pct": 100.0 * (ours_wall - ours.cascade_seconds) / ours_wall if ours_wall else 0.0}
+
+
+def format_lesson(result: dict) -> str:
+    sizes = list(result["seed"]["rest"]["found_by_size"])
+    lines = [f"lesson {result['frame']}: the same students in the same seats, {result['frames']} frames, the first "
+             f"{result['learn_frames']} (learning: whole frames) apart; one thread",
+             f"  {'search':<34}{'frames':>7}{'ms/frame':>9}{'x seed':>7}{'found':>7}"
+             + "".join(f"{s:>10}" for s in sizes) + f"{'false':>7}"]
+    for part, title in (("first", "first minute"), ("rest", "after it")):
+        seed_ms = result["seed"][part]["ms"]
+        for key, label in (("seed", "seed (Haar 1.1/5/30, whole frame)"), ("ours", "defaults (seats)")):
+            row = result[key][part]
+            by_size = "".join(f"{100 * share:9.0f}%" if share is not None else f"{'-':>10}"
+                              for share, _ in row["found_by_size"].values())
+            frames = result["learn_frames"] if part == "first" else result["frames"] - result["learn_frames"]
+            lines.append(f"  {label + ', ' + title:<34}{frames:7d}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x"
+                         f"{100 * row['found']:6.1f}%{by_size}{row['false_detections']:7d}")
+    searches = ", ".join(f"{count} {kind}" for kind, count in result["searches"].items())
+    lines.append(f"  after the first minute the defaults searched: {searches} ({result['seats_ms']:.1f} ms per seat "
+                 f"search, {result['seats']} seats at the end); their own work (all but detectMultiScale) "
+                 f"{result['overhead_pct']:.1f}% of their time")
+    return "\n".join(lines)
+
+
+def bench_search(classroom: Classroom, cascade, learn_frames: int, full_every: int) -> dict:
+    """On random seats: the seed's search, the previous default, the learned bands and the defaults, frame
+    by frame; then the seed's search and the defaults through a lesson (:func:`bench_lesson`).
+
+    On random seats, faces found are scored on the frames after learning; the learning frames
+    (whole-frame searches) are timed apart, and the steady cost counts one whole frame in
+    ``full_every``. The lesson runs ``full_every`` frames after learning or more (a multiple).
+    """
+    cv2.setNumThreads(1)
+    scenes = classroom.random_seats()
+    seed = FaceDetector(cascade, detect_width=0, **SEED_DETECTOR)
+    before = FaceDetector(cascade, detect_width=BEFORE_WIDTH, **SEED_DETECTOR)
+    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, **SEED_DETECTOR), learn_frames=learn_frames,
+                                    full_every=10 ** 9, seats=name == "learned")
+                for name in ("bands", "learned")}
+    finders = {"seed": seed.detect, "before": before.detect, **{name: s.detect for name, s in searches.items()}}
+    ms = {name: [] for name in finders}
+    boxes = {name: [] for name in finders}
+    walls = dict.fromkeys(searches, 0.0)
+    for number, scene in enumerate(scenes):
+        if number == learn_frames:
+            for name, search in searches.items():
+                search.detector.cascade_seconds = walls[name] = 0.0
         for name, detect in finders.items():
             started = time.perf_counter()
             found = detect(scene.image)
             elapsed = time.perf_counter() - started
             ms[name].append(elapsed * 1000)
-            boxes[name].append((found, ["neutral"] * len(found)))
-            if name == "learned":
-                learned_wall += elapsed
+            boxes[name].append(found)
+            if name in walls:
+                walls[name] += elapsed
     scored = scenes[learn_frames:]
-    rows = {}
-    for name in finders:
-        result = score(scored, boxes[name][learn_frames:])
-        rows[name] = {"ms": float(np.mean(ms[name][learn_frames:])), "found": result["found"],
-                      "found_by_size": result["found_by_size"], "false_detections": result["false_detections"]}
-    learning_ms = float(np.mean(ms["learned"][:learn_frames]))
-    rows["learned"].update(
-        learning_ms=learning_ms, bands_ms=rows["learned"]["ms"],
-        ms=((full_every - 1) * rows["learned"]["ms"] + learning_ms) / full_every,
-        bands=learned.plan.describe(),
-        overhead_pct=100.0 * (learned_wall - learned.cascade_seconds) / learned_wall if learned_wall else 0.0)
-    height, width = scenes[0].image.shape
-    return {"frame": f"{width}x{height}", "frames": len(scored), "faces": sum(len(s.faces) for s in scored),
-            "learn_frames": learn_frames, "full_every": full_every, **{f"{k}": v for k, v in rows.items()}}
+    rows = {name: {"ms": float(np.mean(ms[name][learn_frames:])), **_found(scored, boxes[name][learn_frames:])}
+            for name in finders}
+    for name, search in searches.items():
+        learning_ms = float(np.mean(ms[name][:learn_frames]))
+        rows[name].update(
+            learning_ms=learning_ms, between_ms=rows[name]["ms"],
+            ms=((full_every - 1) * rows[name]["ms"] + learning_ms) / full_every,
+            bands=search.plan.describe(),
+            overhead_pct=100.0 * (walls[name] - search.cascade_seconds) / walls[name] if walls[name] else 0.0)
+    after = -(-max(classroom.frames - learn_frames, full_every) // full_every) * full_every
+    lesson = bench_lesson(classroom.lesson(learn_frames + after), cascade, learn_frames, full_every)
+    return {"frame": f"{classroom.width}x{classroom.height}", "frames": len(scored),
+            "faces": sum(len(s.faces) for s in scored), "learn_frames": learn_frames, "full_every": full_every,
+            **rows, "lesson": lesson}
 
 
 def format_search(result: dict) -> str:
     sizes = list(result["seed"]["found_by_size"])
-    lines = [f"classroom {result['frame']}: {result['frames']} frames after {result['learn_frames']} learning "
-             f"frames, {result['faces']} faces; faces found by width, one thread",
+    lines = [f"random seats {result['frame']} (new students in new seats every frame): {result['frames']} frames "
+             f"after {result['learn_frames']} learning frames, {result['faces']} faces; faces found by width, "
+             "one thread",
              f"  {'search':<34}{'ms/frame':>9}{'x seed':>7}{'found':>7}" + "".join(f"{s:>10}" for s in sizes)
              + f"{'false':>7}"]
     seed_ms = result["seed"]["ms"]
     names = {"seed": "seed (Haar 1.1/5/30, whole frame)", "before": f"previous default (width {BEFORE_WIDTH})",
-             "learned": f"learned bands (+1 whole in {result['full_every']})"}
+             "bands": f"bands only (+1 whole in {result['full_every']})",
+             "learned": f"defaults (+1 whole in {result['full_every']})"}
     for key, label in names.items():
         row = result[key]
         by_size = "".join(f"{100 * share:9.0f}%" if share is not None else f"{'-':>10}"
                           for share, _ in row["found_by_size"].values())
         lines.append(f"  {label:<34}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x{100 * row['found']:6.1f}%"
                      f"{by_size}{row['false_detections']:7d}")
-    learned = result["learned"]
-    lines.append(f"  learned search: {learned['learning_ms']:.1f} ms per learning frame (whole frames), "
-                 f"{learned['bands_ms']:.1f} ms per banded frame; its own work {learned['overhead_pct']:.1f}% "
-                 f"of its time; bands: {learned['bands']}")
+    for key, label in (("bands", "bands only"), ("learned", "defaults")):
+        row = result[key]
+        lines.append(f"  {label}: {row['learning_ms']:.1f} ms per learning frame (whole frames), "
+                     f"{row['between_ms']:.1f} ms per frame between whole ones; its own work "
+                     f"{row['overhead_pct']:.1f}% of its time")
+    lines.append(f"  bands: {result['learned']['bands']}")
+    lines.append(format_lesson(result["lesson"]))
     return "\n".join(lines)
 
 

@@ -2,12 +2,14 @@
 
 A fixed classroom camera sees 20-40 faces, small at the top of the frame (back rows) and large at
 the bottom (front rows). This module pastes labelled gray faces into such frames with that
-perspective, then scores what a detect-and-label path found in them: faces found
-by size, and labels right on the faces found.
+perspective (:func:`build_scenes`: new students in random seats every frame; :func:`build_lesson`:
+one lesson, the same students in the same seats), then scores what a detect-and-label path found
+in them: faces found by size, and labels right on the faces found.
 
 Invariants:
-- A scene is a pure function of (faces, labels, seed, frame size): the same call builds the same
-  frames, so two models or two detectors are compared on identical pixels in one run.
+- A scene or lesson is a pure function of its arguments: the same call builds the same frames, so
+  two models or two detectors are compared on identical pixels in one run.
+- A frame's faces are those visible in it: a student looking away or not yet arrived is no face.
 - Frames exist only in memory; nothing here writes them (the faces are research data).
 - A truth face counts as found by at most one detection, a detection by at most one face.
 """
@@ -85,21 +87,81 @@ def build_scenes(images: np.ndarray, labels: np.ndarray, count: int, width: int 
             x, y, side = seats[seat]
             index = order[used % len(order)]
             used += 1
-            face = images[index]
-            shrink = side < face.shape[0]
-            pasted = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-            # A soft edge, so the square's border is not the strongest feature in view.
-            ramp = np.minimum(np.arange(side), np.arange(side)[::-1]) / max(1.0, side * 0.08)
-            alpha = np.clip(np.minimum.outer(ramp, ramp), 0, 1).astype(np.float32)
-            region = canvas[y:y + side, x:x + side]
-            canvas[y:y + side, x:x + side] = alpha * pasted + (1 - alpha) * region
-            face_side = round(side * face_fraction)
-            inset = (side - face_side) // 2
-            scene.faces.append(PlacedFace((x + inset, y + inset, face_side, face_side), int(labels[index])))
-        # What a camera adds: a little optical blur and its JPEG.
-        blurred = cv2.GaussianBlur(np.clip(canvas, 0, 255).astype(np.uint8), (0, 0), 0.7)
-        ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        scene.image = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+            _paste(canvas, _sized(images[index], side), x, y)
+            scene.faces.append(PlacedFace(_face_box(x, y, side, face_fraction), int(labels[index])))
+        scene.image = _camera(canvas)
+        scenes.append(scene)
+    return scenes
+
+
+def _sized(face: np.ndarray, side: int) -> np.ndarray:
+    shrink = side < face.shape[0]
+    return cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+def _paste(canvas: np.ndarray, pasted: np.ndarray, x: int, y: int) -> None:
+    side = pasted.shape[0]
+    # A soft edge, so the square's border is not the strongest feature in view.
+    ramp = np.minimum(np.arange(side), np.arange(side)[::-1]) / max(1.0, side * 0.08)
+    alpha = np.clip(np.minimum.outer(ramp, ramp), 0, 1).astype(np.float32)
+    region = canvas[y:y + side, x:x + side]
+    canvas[y:y + side, x:x + side] = alpha * pasted + (1 - alpha) * region
+
+
+def _face_box(x: int, y: int, side: int, face_fraction: float) -> tuple[int, int, int, int]:
+    face_side = round(side * face_fraction)
+    inset = (side - face_side) // 2
+    return (x + inset, y + inset, face_side, face_side)
+
+
+def _camera(canvas: np.ndarray) -> np.ndarray:
+    """What a camera adds: a little optical blur and its JPEG."""
+    blurred = cv2.GaussianBlur(np.clip(canvas, 0, 255).astype(np.uint8), (0, 0), 0.7)
+    ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+
+
+def build_lesson(images: np.ndarray, labels: np.ndarray, count: int, width: int = 1280, height: int = 720,
+                 students: tuple[int, int] = (20, 40), face_px: tuple[int, int] = (24, 120), seed: int = 0,
+                 face_fraction: float = 1.0, jitter_px: int = 3, away_chance: float = 0.02,
+                 away_frames: tuple[int, int] = (2, 8), late: int = 3) -> list[Scene]:
+    """``count`` frames of one lesson: the same students in the same seats of one room all along.
+
+    Each frame every head moves up to ``jitter_px`` px from its seat; a seated student starts to
+    look away with ``away_chance`` per frame, for ``away_frames`` frames (their face is then a
+    blur of itself, a head turned away); ``late`` students arrive between the first tenth and
+    the first half of the lesson. Each student is a different image while ``images`` last. The
+    room's shading and texture stay; only the camera's noise changes from frame to frame.
+    """
+    rng = np.random.default_rng(seed)
+    room = _background(rng, width, height)
+    seats = seat_positions(rng, width, height, *(round(px / face_fraction) for px in face_px))
+    wanted = int(rng.integers(students[0], students[1] + 1))
+    taken = sorted(rng.choice(len(seats), min(wanted, len(seats)), replace=False))
+    faces = rng.permutation(len(images))
+    arrives = np.zeros(len(taken), dtype=np.int64)
+    arrives[rng.choice(len(taken), min(late, len(taken)), replace=False)] = rng.integers(
+        max(1, count // 10), max(2, count // 2), min(late, len(taken)))
+    away_until = np.zeros(len(taken), dtype=np.int64)
+    pasted = [_sized(images[faces[k % len(faces)]], seats[seat][2]) for k, seat in enumerate(taken)]
+    scenes = []
+    for number in range(count):
+        canvas = room + rng.normal(0, 2, room.shape).astype(np.float32)
+        scene = Scene(image=canvas)
+        for k, seat in enumerate(taken):
+            x, y, side = seats[seat]
+            shift_x, shift_y = rng.integers(-jitter_px, jitter_px + 1, 2)
+            x, y = min(max(0, x + shift_x), width - side), min(max(0, y + shift_y), height - side)
+            if number < arrives[k]:
+                continue
+            if number >= away_until[k] and rng.random() < away_chance:
+                away_until[k] = number + rng.integers(away_frames[0], away_frames[1] + 1)
+            if number < away_until[k]:
+                _paste(canvas, cv2.GaussianBlur(pasted[k], (0, 0), side / 8), x, y)
+                continue
+            _paste(canvas, pasted[k], x, y)
+            scene.faces.append(PlacedFace(_face_box(x, y, side, face_fraction), int(labels[faces[k % len(faces)]])))
+        scene.image = _camera(canvas)
         scenes.append(scene)
     return scenes
 
