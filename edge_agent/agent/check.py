@@ -59,7 +59,12 @@ def _search(config):
         return "every frame searched whole (detector.search.mode: whole)"
     if search.mode == "bands":
         return f"{len(search.bands)} hand-set band(s)"
-    return describe_state(search_state_path(config))
+    learned = describe_state(search_state_path(config))
+    if not search.seats:
+        return f"{learned}; between whole frames (one in {search.full_every}) the bands"
+    return (f"{learned}; between whole frames (one in {search.full_every}) the seats: each face found in the last "
+            f"{search.seat_frames} frames, searched {search.seat_reach:g} face widths around it (the bands when "
+            "there are none)")
 
 
 def _broker(config):
