@@ -89,6 +89,7 @@ def search_from_config(config, detector: FaceDetector, keep_state: bool = True) 
     if search.mode == "bands":
         hand = [(b.top, b.bottom, b.min_face, b.max_face) for b in search.bands]
     return LearnedSearch(detector, learn_frames=search.learn_frames, full_every=search.full_every,
-                         margin=search.margin,
+                         margin=search.margin, seats=search.seats, seat_frames=search.seat_frames,
+                         seat_reach=search.seat_reach,
                          state_path=search_state_path(config) if keep_state and not hand else None,
                          camera=config.camera.source, hand_bands=hand)

@@ -164,6 +164,16 @@ def test_hand_set_bands_are_used_as_given(scenes):
     assert [(b.top, b.bottom) for b in search.plan.bands] == [(0, 360), (360, 720)]
 
 
+def test_the_seat_settings_of_the_config_reach_the_agents_search():
+    from edge_agent.agent.pipeline import FramePipeline
+
+    config = parse_config("detector:\n  search:\n    seat_frames: 7\n    seat_reach: 0.9\n")
+    seats = FramePipeline.from_config(config, keep_state=False).finder.seats
+    assert (seats.keep, seats.reach) == (7, 0.9)
+    off = parse_config("detector:\n  search:\n    seats: false\n")
+    assert FramePipeline.from_config(off, keep_state=False).finder.seats is None
+
+
 @pytest.mark.parametrize("bands, message", [
     ("[{top: 0.0, bottom: 0.6, min_face: 30, max_face: 70}, {top: 0.5, bottom: 1.0, min_face: 60, max_face: 130}]",
      "band 2 (top 0.5) overlaps band 1"),
