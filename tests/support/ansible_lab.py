@@ -96,6 +96,21 @@ def playbook(inventory, *args, timeout=900):
     return result
 
 
+def stored_windows(server, device, timeout=90):
+    """How many windows of ``device`` the collector on ``server`` has stored, waiting up to
+    ``timeout`` seconds for the first."""
+    count_rows = ("import sqlite3; print(sqlite3.connect('file:/var/lib/edge-collector/collector.sqlite3"
+                  "?mode=ro', uri=True).execute(\"select count(*) from windows where device = ?\", "
+                  f"({device!r},)).fetchone()[0])")
+    deadline = time.monotonic() + timeout
+    while True:
+        result = server.run("python3", "-c", count_rows, check=False)
+        rows = int(result.stdout) if result.returncode == 0 else 0
+        if rows or time.monotonic() > deadline:
+            return rows
+        time.sleep(2)
+
+
 def recap(output):
     """``{host: {"ok": n, "changed": n, "unreachable": n, "failed": n}}`` from PLAY RECAP."""
     return {host: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, numbers), strict=True))

@@ -17,7 +17,6 @@ pytestmark = [pytest.mark.system,
               pytest.mark.skipif(ansible_lab.unavailable() is not None, reason=str(ansible_lab.unavailable()))]
 
 PREFIX = "classroom"
-STORE = "/var/lib/edge-collector/collector.sqlite3"
 COLLECTOR_CHECK = ["/opt/edge-collector/venv/bin/edge-collector", "check", "--config",
                    "/etc/edge-collector/collector.yaml"]
 AGENT_CHECK = ["/opt/edge-agent/venv/bin/edge-agent", "check", "--config", "/etc/edge-agent/edge-agent.yaml"]
@@ -157,15 +156,8 @@ def test_windows_reach_the_collector_and_the_dashboard(lab):
         journal(pi_a, "edge-agent")
     assert server.run("systemctl", "is-active", "edge-collector", check=False).stdout.strip() == "active", \
         journal(server, "edge-collector")
-    count_rows = ("import sqlite3; print(sqlite3.connect('file:" + STORE + "?mode=ro', uri=True)"
-                  ".execute(\"select count(*) from windows where device = 'pi-a'\").fetchone()[0])")
-    deadline = time.monotonic() + 90
-    rows = 0
-    while time.monotonic() < deadline and rows < 1:
-        result = server.run("python3", "-c", count_rows, check=False)
-        rows = int(result.stdout) if result.returncode == 0 else 0
-        time.sleep(2)
-    assert rows >= 1, journal(server, "edge-collector") + journal(pi_a, "edge-agent")
+    assert ansible_lab.stored_windows(server, "pi-a") >= 1, journal(server, "edge-collector") + journal(
+        pi_a, "edge-agent")
     listing = server.run("find", "/var/lib/edge-collector/dashboard", "-type", "f").stdout.split()
     assert any(path.endswith(".html") for path in listing), listing
     check = server.run(*COLLECTOR_CHECK, check=False, timeout=120)
