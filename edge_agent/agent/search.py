@@ -4,7 +4,8 @@ A classroom camera does not move: faces are small at the top of the frame (back 
 the bottom, and never on the ceiling. :class:`LearnedSearch` searches whole frames for its first
 ``learn_frames`` frames and then one frame in every ``full_every``. In between it searches the
 seats (:mod:`edge_agent.agent.seats`: small regions around the faces found lately, students keep
-their seats all lesson), or, when there are none or they would cost more, horizontal bands of
+their seats all lesson) and the patches that changed since the last frame outside them (someone
+sitting down), or, when there are none or they would cost more, horizontal bands of
 rows, each for the face sizes seen there (widened by ``margin``), each on the smallest copy of its
 rows that still holds its smallest face (:meth:`FaceDetector.detect_region`).
 
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .faces import FaceDetector
-from .seats import Seats, region_cost, search_regions
+from .seats import Motion, Seats, merge, newcomer_regions, region_cost, search_regions
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,9 @@ def fit_sizes(cy: np.ndarray, side: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     keep = np.ones(len(side), dtype=bool)
     coefficients = np.array([0.0, np.median(side)])
     for _ in range(3):
-        if keep.sum() >= 2 and np.ptp(cy[keep]) > 0:
+        # A slope needs rows at least a face apart: faces all in one row (a seminar table) fit a
+        # line of any slope, and sizes from it are nonsense away from the row.
+        if keep.sum() >= 2 and np.ptp(cy[keep]) >= np.median(side[keep]):
             coefficients = np.polyfit(cy[keep], side[keep], 1)
         else:
             coefficients = np.array([0.0, np.median(side[keep])])
@@ -182,6 +185,8 @@ class LearnedSearch:
         self.learn_frames, self.full_every, self.margin = learn_frames, full_every, margin
         # Hand-set bands are searched as given, every frame: no seats.
         self.seats = Seats(seat_frames, seat_reach, margin) if seats and hand_bands is None else None
+        self.motion = Motion() if self.seats is not None else None
+        self._changed: np.ndarray | None = None
         self.state_path = Path(state_path) if state_path else None
         self.camera = str(camera)
         # Hand-set bands: fractions of the frame height and sizes in px; used as given, never learned.
@@ -214,6 +219,8 @@ class LearnedSearch:
         if self.frame_size != (gray.shape[1], gray.shape[0]):
             self._start(gray.shape[1], gray.shape[0])
         self.frames += 1
+        if self.motion is not None:
+            self._changed = self.motion.update(gray)
         whole = self.plan is None or self.learning() or (self.frames - 1) % self.full_every == 0
         if self.hand_bands is not None or not whole:
             boxes = self._between(gray)
@@ -235,11 +242,17 @@ class LearnedSearch:
         height, width = gray.shape
         neighbours = max(1, self.detector.min_neighbors - BAND_NEIGHBOURS_LESS)
         if self.seats:
-            regions = self.seats.regions(width, height)
+            seats = self.seats.regions(width, height)
+            newcomers = newcomer_regions(self._changed, seats, self._sizes_for_rows, width, height)
+            regions = merge(seats + newcomers)
             scale_factor = self.detector.scale_factor
             if self.seats.cost(regions, scale_factor) < self.plan.cost(width, scale_factor):
                 self.searched_pixels += sum((r.right - r.left) * (r.bottom - r.top) for r in regions)
                 boxes = search_regions(self.detector, gray, regions, neighbours)
+                for region in newcomers:
+                    if not any(region.left <= x + w / 2 < region.right and region.top <= y + h / 2 < region.bottom
+                               for x, y, w, h in boxes.tolist()):
+                        self.motion.searched_in_vain(region)
                 missed = len(self.seats) - len(boxes)
                 if missed * 2 <= len(self.seats) or missed < SEATS_MISSED:
                     self.last_search = "seats"
@@ -255,11 +268,20 @@ class LearnedSearch:
                                      * (min(height, band.bottom + reach) - max(0, band.top - reach)))
         return search_bands(self.detector, gray, self.plan)
 
+    def _sizes_for_rows(self, top: int, bottom: int) -> tuple[int, int] | None:
+        """Face sizes the bands search for in rows [top, bottom), or None where no band reaches."""
+        near = [band for band in self.plan.bands
+                if band.top - band.max_face * REACH < bottom and top < band.bottom + band.max_face * REACH]
+        if not near:
+            return None
+        return min(band.min_face for band in near), max(band.max_face for band in near)
+
     def _start(self, width: int, height: int) -> None:
         self.frame_size = (width, height)
         self.observations.clear()
         if self.seats is not None:
             self.seats.clear()
+            self.motion.reset()
         self.plan, self.learned_frames = None, 0
         if self.hand_bands is not None:
             self.plan = Plan(tuple(Band(round(top * height), round(bottom * height), low, high, 0, width)

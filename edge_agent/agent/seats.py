@@ -14,6 +14,10 @@ Invariants:
 - The regions searched in one frame are pairwise disjoint: overlapping ones are merged into their
   bounding box, searched for every size either asked. Each detection lies inside the one region
   it was found in, so no face is reported twice.
+- Someone who sits down between whole-frame searches changes the frame where no seat is:
+  :class:`Motion` compares each frame with the one before at 1/``MOTION_SCALE`` of its size, and
+  each changed patch outside every seat, in rows where faces have been seen, is searched as well
+  (for the face sizes of those rows). Motion inside a seat is a head moving and adds nothing.
 - Seats live in memory only: a start searches its first frame whole, which finds them again.
 - What a seat search costs is counted (:func:`region_cost`) the way a band's is, so the caller
   can search the bands instead when the seats would cost more (a crowded room).
@@ -23,12 +27,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .faces import CASCADE_WINDOW, FaceDetector
 
 # A face found further than this from a seat's centre (in the seat's face widths) is someone else.
 SAME_SEAT = 0.5
+# Frames are compared at 1/MOTION_SCALE of their size (sensor noise averages out over the 64
+# pixels of a cell); a cell that changed by more than MOTION_LEVEL grey levels has moved.
+MOTION_SCALE = 8
+MOTION_LEVEL = 16
+# A changed patch is searched this many of its rows' largest face widths beyond it on each side:
+# a face only partly changed (a head turning towards the camera) lies wholly inside.
+MOTION_REACH = 0.6
+# A patch searched in vain is not searched again for this many frames: students the cascade cannot
+# find (too small, turned away) move all lesson, and would be searched in every frame.
+MOTION_QUIET_FRAMES = 60
 
 
 @dataclass
@@ -138,3 +153,67 @@ def search_regions(detector: FaceDetector, gray: np.ndarray, regions: list[Regio
     found = [detector.detect_region(gray, r.left, r.top, r.right, r.bottom, r.min_face, r.max_face, min_neighbors)
              for r in regions]
     return np.concatenate(found) if found else np.zeros((0, 4), dtype=np.int64)
+
+
+def _cells(region: Region) -> tuple[slice, slice]:
+    """The motion cells that ``region`` covers, in part or whole."""
+    return (slice(region.top // MOTION_SCALE, -(-region.bottom // MOTION_SCALE)),
+            slice(region.left // MOTION_SCALE, -(-region.right // MOTION_SCALE)))
+
+
+class Motion:
+    """Which cells of each frame differ from the frame before it, at 1/``MOTION_SCALE`` of its size,
+    less those searched in vain lately."""
+
+    def __init__(self) -> None:
+        self.previous: np.ndarray | None = None
+        self.quiet_until: np.ndarray | None = None  # per cell, the frame until which it is not searched
+        self.frame = 0
+
+    def reset(self) -> None:
+        self.previous = self.quiet_until = None
+
+    def update(self, gray: np.ndarray) -> np.ndarray | None:
+        """The changed cells (uint8, 1 where changed), or None for a first frame or a new frame size."""
+        height, width = gray.shape
+        small = cv2.GaussianBlur(cv2.resize(gray, (max(1, width // MOTION_SCALE), max(1, height // MOTION_SCALE)),
+                                            interpolation=cv2.INTER_AREA), (3, 3), 0)
+        previous, self.previous = self.previous, small
+        self.frame += 1
+        if previous is None or previous.shape != small.shape:
+            self.quiet_until = np.zeros(small.shape, np.int64)
+            return None
+        return ((cv2.absdiff(small, previous) > MOTION_LEVEL) & (self.quiet_until < self.frame)).astype(np.uint8)
+
+    def searched_in_vain(self, region: Region) -> None:
+        """Leave ``region`` unsearched for the next MOTION_QUIET_FRAMES frames."""
+        self.quiet_until[_cells(region)] = self.frame + MOTION_QUIET_FRAMES
+
+
+def newcomer_regions(changed: np.ndarray | None, seats: list[Region], sizes_for_rows,
+                     width: int, height: int) -> list[Region]:
+    """The patches of ``changed`` cells outside every seat region, as regions to search.
+
+    Inside a seat a change is a head moving; the seat's own search covers it. ``sizes_for_rows(top,
+    bottom)`` gives the face sizes ``(low, high)`` of those rows, or None where no face has been seen
+    (a ceiling, a wall): nothing is searched there.
+    """
+    if changed is None:
+        return []
+    outside = changed.copy()
+    for r in seats:
+        outside[_cells(r)] = 0
+    count, _, stats, _ = cv2.connectedComponentsWithStats(outside, connectivity=8)
+    regions = []
+    for x, y, w, h, _ in stats[1:count].tolist():
+        left, top, right, bottom = (x * MOTION_SCALE, y * MOTION_SCALE, (x + w) * MOTION_SCALE,
+                                    (y + h) * MOTION_SCALE)
+        sizes = sizes_for_rows(top, bottom)
+        # A face changes a patch about its own size; a thinner one is an edge of something moving.
+        if sizes is None or max(right - left, bottom - top) < sizes[0] / 2:
+            continue
+        low, high = sizes
+        pad = int(np.ceil(high * MOTION_REACH))
+        regions.append(Region(max(0, left - pad), max(0, top - pad), min(width, right + pad),
+                              min(height, bottom + pad), low, high))
+    return regions
