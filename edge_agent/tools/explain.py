@@ -25,6 +25,7 @@ Invariants:
 
 import io
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -430,6 +431,11 @@ def main(args) -> None:
     if args.average and not args.data:
         raise EdgeAgentError("explain: --average needs labelled faces: --data FILE.npz")
     out = writable_target(args.out, "sheet", (".png",))
+    # TensorFlow 2.21's oneDNN kernel for a convolution's filter gradient crashes the process
+    # (SIGSEGV) on the gradients these maps take, on some x86 CPUs (seen on a Xeon with AMX, at
+    # every ISA limit); TensorFlow's own kernels are slower, which a few faces do not notice.
+    # Set before TensorFlow loads.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import_tensorflow()
     if args.data:
         images, labels = load_faces(args.data)
