@@ -76,8 +76,9 @@ class SearchConfig(Section):
         1.25, title="How far beyond the face sizes seen in its rows a band searches (a factor)")
     seats: bool = Field(
         True, title="Between whole frames, search only around the faces found lately (their seats)",
-        description="each seat for sizes within margin of its face; the bands when there are no seats or they "
-                    "would cost more; false: the bands alone")
+        description="each seat for sizes within margin of its face, and what changed outside the seats since "
+                    "the last frame (someone sitting down); the bands when there are no seats or they would cost "
+                    "more; false: the bands alone")
     seat_frames: Annotated[int, Field(ge=1, le=100_000)] = Field(
         60, title="Frames a seat is still searched after its face was last found (a student looking away)")
     seat_reach: Annotated[float, Field(ge=0.05, le=2.0)] = Field(
