@@ -17,7 +17,8 @@ Invariants:
 - Someone who sits down between whole-frame searches changes the frame where no seat is:
   :class:`Motion` compares each frame with the one before at 1/``MOTION_SCALE`` of its size, and
   each changed patch outside every seat, in rows where faces have been seen, is searched as well
-  (for the face sizes of those rows). Motion inside a seat is a head moving and adds nothing.
+  (for the face sizes of those rows). Motion inside a seat is a head moving and adds nothing; a
+  patch searched without finding a face is left out for ``MOTION_QUIET_FRAMES`` frames.
 - Seats live in memory only: a start searches its first frame whole, which finds them again.
 - What a seat search costs is counted (:func:`region_cost`) the way a band's is, so the caller
   can search the bands instead when the seats would cost more (a crowded room).
