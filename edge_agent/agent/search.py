@@ -160,14 +160,18 @@ def plan_bands(observations, width: int, height: int, margin: float, scale_facto
     return Plan(tuple(planned))
 
 
+def band_region(band: Band, width: int, height: int) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` of the frame a band's search covers: its rows and the reach."""
+    reach = int(np.ceil(band.max_face * REACH))
+    return band.left, max(0, band.top - reach), min(width, band.right), min(height, band.bottom + reach)
+
+
 def search_bands(detector: FaceDetector, gray: np.ndarray, plan: Plan) -> np.ndarray:
     """Boxes found by searching each band of ``plan``; each face is kept by the band holding its centre."""
-    height = gray.shape[0]
+    height, width = gray.shape
     found = []
     for band in plan.bands:
-        reach = int(np.ceil(band.max_face * REACH))
-        boxes = detector.detect_region(gray, band.left, max(0, band.top - reach), min(gray.shape[1], band.right),
-                                       min(height, band.bottom + reach), band.min_face, band.max_face,
+        boxes = detector.detect_region(gray, *band_region(band, width, height), band.min_face, band.max_face,
                                        max(1, detector.min_neighbors - BAND_NEIGHBOURS_LESS))
         centres = boxes[:, 1] + boxes[:, 3] / 2
         found.append(boxes[(centres >= band.top) & (centres < band.bottom)])
@@ -263,9 +267,8 @@ class LearnedSearch:
                 self.seats.clear()
         self.last_search = "bands"
         for band in self.plan.bands:
-            reach = int(np.ceil(band.max_face * REACH))
-            self.searched_pixels += ((min(width, band.right) - band.left)
-                                     * (min(height, band.bottom + reach) - max(0, band.top - reach)))
+            left, top, right, bottom = band_region(band, width, height)
+            self.searched_pixels += (right - left) * (bottom - top)
         return search_bands(self.detector, gray, self.plan)
 
     def _sizes_for_rows(self, top: int, bottom: int) -> tuple[int, int] | None:
