@@ -245,6 +245,12 @@ def bench_lesson(scenes: list[Scene], cascade, learn_frames: int, full_every: in
             "overhead_pct": 100.0 * (ours_wall - ours.cascade_seconds) / ours_wall if ours_wall else 0.0}
 
 
+def _by_size_cells(row: dict) -> str:
+    """A row's share of faces found in each size bucket, as table cells ("-" where there were none)."""
+    return "".join(f"{100 * share:9.0f}%" if share is not None else f"{'-':>10}"
+                   for share, _ in row["found_by_size"].values())
+
+
 def format_lesson(result: dict) -> str:
     sizes = list(result["seed"]["rest"]["found_by_size"])
     lines = [f"lesson {result['frame']}: the same students in the same seats, {result['frames']} frames, the first "
@@ -255,8 +261,7 @@ def format_lesson(result: dict) -> str:
         seed_ms = result["seed"][part]["ms"]
         for key, label in (("seed", "seed (Haar 1.1/5/30, whole frame)"), ("ours", "defaults (seats)")):
             row = result[key][part]
-            by_size = "".join(f"{100 * share:9.0f}%" if share is not None else f"{'-':>10}"
-                              for share, _ in row["found_by_size"].values())
+            by_size = _by_size_cells(row)
             frames = result["learn_frames"] if part == "first" else result["frames"] - result["learn_frames"]
             lines.append(f"  {label + ', ' + title:<34}{frames:7d}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x"
                          f"{100 * row['found']:6.1f}%{by_size}{row['false_detections']:7d}")
@@ -328,8 +333,7 @@ def format_search(result: dict) -> str:
              "learned": f"defaults (+1 whole in {result['full_every']})"}
     for key, label in names.items():
         row = result[key]
-        by_size = "".join(f"{100 * share:9.0f}%" if share is not None else f"{'-':>10}"
-                          for share, _ in row["found_by_size"].values())
+        by_size = _by_size_cells(row)
         lines.append(f"  {label:<34}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x{100 * row['found']:6.1f}%"
                      f"{by_size}{row['false_detections']:7d}")
     for key, label in (("bands", "bands only"), ("learned", "defaults")):
