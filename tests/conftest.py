@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from support import MODEL, PUBLICTEST, arm64
+from support import MODEL, PUBLICTEST, arm64, arm64_setup
 from support.broker import Mosquitto
 from support.postgres import Postgres, find_bin_dir
 
@@ -16,17 +16,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ARM64_WARMER = pytest.StashKey()
 
 
+def pytest_collection_modifyitems(items):
+    # Last, so that their setup (arm64_setup), begun at the session's start, has the whole rest
+    # of the suite's time to run in.
+    items.sort(key=lambda item: item.get_closest_marker("arm64") is not None)
+
+
 def pytest_collection_finish(session):
-    # A cold arm64 cache costs tens of minutes of emulated builds: start them now, beside the
-    # rest of the suite, rather than when the first arm64 test gets there.
-    if any(item.get_closest_marker("arm64") for item in session.items):
+    if arm64.unavailable() or not any(item.get_closest_marker("arm64") for item in session.items):
+        return
+    # A cold arm64 cache costs tens of minutes of emulated builds: fill it from now, in a process
+    # of its own; a warm one lets the installs and the fleet begin now, beside the rest of the suite.
+    if arm64.cold():
         session.config.stash[ARM64_WARMER] = arm64.start_warming()
+    else:
+        arm64_setup.started(session.config)
 
 
 def pytest_sessionfinish(session):
     warmer = session.config.stash.get(ARM64_WARMER, None)
     if warmer is not None:
         arm64.stop_warming(warmer)
+    arm64_setup.close(session.config)
 
 
 @pytest.fixture(scope="session")

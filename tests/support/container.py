@@ -5,6 +5,7 @@ container runs on a throw-away copy of it (--ephemeral). Containers share the ho
 network, so a broker the test starts on 127.0.0.1 is reachable from inside.
 """
 
+import fcntl
 import os
 import shutil
 import signal
@@ -49,6 +50,24 @@ def bookworm_rootfs():
     return ROOTFS_CACHE
 
 
+def remove_stale_copies(root):
+    """Remove the ephemeral copies of ``root`` that no systemd-nspawn holds any more.
+
+    systemd-nspawn removes its copy when it exits, but one killed (or one whose removal failed
+    half way) leaves ``.#machine.*`` beside the root: the size of a root each. A running one keeps
+    the copy's lock file locked.
+    """
+    for copy in root.parent.glob(".#machine.*"):
+        lock_path = copy.with_name(f".#{copy.name}.lck")
+        try:
+            with open(lock_path, "a") as lock:
+                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(copy, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+        except OSError:  # locked: a running container
+            continue
+
+
 class Container:
     """``with Container(binds=[...]) as box: box.run("systemctl", "is-active", "x")``."""
 
@@ -61,6 +80,7 @@ class Container:
         self.leader = None
 
     def start(self, timeout=60):
+        remove_stale_copies(Path(self.root))
         command = ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--ephemeral",
                    f"--machine={self.name}", "--directory", str(self.root), "--console=pipe"]
         command += [f"--bind={path}" for path in self.binds]
@@ -106,22 +126,21 @@ class Container:
                  input=text)
 
     def stop(self):
+        """End the container at once: an ephemeral copy has nothing to save, and a poweroff under
+        emulation takes a minute or hangs (trixie's logind cannot start under qemu)."""
         if self.process is None or self.process.poll() is not None:
             return
+        # Killing the container's init ends its whole PID namespace; killing systemd-nspawn alone
+        # would leave that init running on, with all it started.
+        if self.leader:
+            try:
+                os.kill(self.leader, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
-            if self.leader:
-                # Under emulation poweroff itself can hang (trixie's logind cannot start under qemu).
-                self.run("systemctl", "poweroff", check=False, timeout=30)
+            # systemd-nspawn then removes the ephemeral copy and exits.
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            # Killing systemd-nspawn alone leaves the container's init running on, with all it
-            # started (an emulated one kept an agent busy for an hour); killing that init ends its
-            # whole PID namespace.
-            if self.leader:
-                try:
-                    os.kill(self.leader, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             self.process.kill()
             self.process.wait()
 

@@ -17,10 +17,8 @@ Emulation proves what installs and what it computes, never how fast: the times p
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +29,7 @@ import pytest
 
 from edge_agent.agent.emotions import EmotionClassifier
 from edge_agent.agent.faces import FaceDetector
-from support import CASCADE, DATA, MODEL, REPO, ansible_lab, arm64, container, free_port, run_cli
+from support import CASCADE, DATA, MODEL, REPO, ansible_lab, arm64, arm64_setup, container, run_cli
 from support.broker import Mosquitto, Subscriber
 
 pytestmark = [pytest.mark.arm64,
@@ -39,63 +37,28 @@ pytestmark = [pytest.mark.arm64,
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 UNIT = REPO / "systemd" / "edge-agent.service"
-# The README's Pi section, run as written (sudo aside: these run as root); pip gets the
-# wheelhouse as its index.
-VENV_COMMAND = f"python3 -m venv --system-site-packages {arm64.VENV}"
-PIP_COMMAND = f"{arm64.VENV}/bin/pip install edge_agent-"
 START = "2026-11-23T10:15:00Z"
 # Three 2 s windows of the 4.7 s clip at a frame a second (emulation is slow), one or two people
 # in view: min_group 1.
 ANALYZE_CONFIG = "window:\n  length_s: 2\n  min_group: 1\n"
 SAMPLE_FPS = "1"
-# The suite whose root is also the Ansible fleet's arm64 camera.
-ANSIBLE_SUITE = "trixie"
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    return arm64.agent_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def test_the_readme_pi_section_has_the_commands_this_test_runs():
-    for line in (f"sudo {VENV_COMMAND}", f"sudo {PIP_COMMAND}", "sudo apt install -y python3-venv python3-systemd"):
+    for line in (f"sudo {arm64_setup.VENV_COMMAND}", f"sudo {arm64_setup.PIP_COMMAND}",
+                 "sudo apt install -y python3-venv python3-systemd"):
         assert line in README, line
 
 
-def install(suite, wheel, venv):
-    """One suite's root with the agent installed as the README says: (suite, root, venv directory)."""
-    started = time.monotonic()
-    root = arm64.root(suite)
-    if problem := arm64.emulated_cpu_problem(root, arm64.PI_CPUS[suite]):
-        pytest.skip(problem)
-    rooted = time.monotonic()
-    wheels = arm64.wheelhouse(root, suite, wheel)
-    downloaded = time.monotonic()
-    # As /opt/edge-agent/venv on a Pi: the service user reads it (pytest makes its directories private).
-    venv.chmod(0o755)
-    pip = f"{PIP_COMMAND}{wheel.name.removeprefix('edge_agent-')}".replace(
-        " install ", " install --no-index --find-links /wheels ", 1)
-    arm64.run(root, "sh", "-c", f"cd /project && {VENV_COMMAND} && {pip}",
-              binds=[f"{venv}:{arm64.VENV}"], read_only_binds=[f"{wheels}:/wheels", f"{wheel.parent}:/project"])
-    installed = time.monotonic()
-    size = subprocess.run(["du", "-sm", str(venv)], capture_output=True, text=True, check=True).stdout.split()[0]
-    print(f"\narm64 {suite}: root {rooted - started:.0f} s, wheels {downloaded - rooted:.0f} s, "
-          f"venv + pip install {installed - downloaded:.0f} s, venv {size} MB")
-    return suite, root, venv
-
-
 @pytest.fixture(scope="module")
-def installs(wheel, tmp_path_factory):
-    """Every suite's install, started side by side: an emulated process keeps one core busy, so the
-    second suite installs while the first one's tests run."""
-    with ThreadPoolExecutor(len(arm64.SUITES)) as pool:
-        yield {suite: pool.submit(install, suite, wheel, tmp_path_factory.mktemp(f"venv-{suite}"))
-               for suite in arm64.SUITES}
+def setup(request):
+    """The installs and the fleet, begun at the session's start (support/arm64_setup.py)."""
+    return arm64_setup.started(request.config)
 
 
 @pytest.fixture(scope="module", params=arm64.SUITES)
-def pi(request, installs):
-    return installs[request.param].result()
+def pi(request, setup):
+    return setup.installs[request.param].result()
 
 
 def site_packages(venv):
@@ -219,25 +182,6 @@ def agent_config(port, video):
             f"clock:\n  require_sync: false\n")
 
 
-def emulation_drop_in(suite):
-    """What emulation changes in the unit, and only that.
-
-    The agent needs minutes where a Pi needs seconds to import, load and reach READY. qemu-user
-    runs threads of its own, and the kernel refuses a new user namespace to a multi-threaded
-    process (EINVAL), so PrivateUsers= cannot be set up under it. Under qemu, trixie's systemd 257
-    cannot set up a mount namespace for any unit (journald, logind and tmpfiles fail as the agent
-    would, 226/NAMESPACE), so there the sandbox's mount options are off too; bookworm's systemd 252
-    keeps them, and the same unit keeps all of them under x86's systemd
-    (test_systemd_container.py).
-    """
-    lines = ["[Service]", "TimeoutStartSec=900", "WatchdogSec=300", "RestartSec=1", "PrivateUsers=no"]
-    if suite == "trixie":
-        lines += ["PrivateTmp=no", "PrivateMounts=no", "ProtectSystem=no", "ProtectHome=no",
-                  "ProtectKernelTunables=no", "ProtectKernelModules=no", "ProtectKernelLogs=no",
-                  "ProtectControlGroups=no", "ProtectProc=default", "ProtectHostname=no"]
-    return "\n".join(lines) + "\n"
-
-
 @contextmanager
 def booted(box):
     started = time.monotonic()
@@ -251,7 +195,7 @@ def booted(box):
 
 def test_the_unit_boots_under_the_pis_systemd_and_publishes(pi):
     suite, root, venv = pi
-    if suite == ANSIBLE_SUITE:
+    if suite == arm64_setup.ANSIBLE_SUITE:
         pytest.skip(f"on {suite} the unit is installed, booted and checked by the site.yml test below")
     video = f"{arm64.VENV}/{site_packages(venv).relative_to(venv)}/edge_agent/samples/test.mp4"
     box = container.Container(root=root, read_only_binds=[f"{venv}:{arm64.VENV}"])
@@ -261,7 +205,7 @@ def test_the_unit_boots_under_the_pis_systemd_and_publishes(pi):
         box.run("useradd", "--system", "--no-create-home", "--groups", "video", "edge-agent")
         box.write("/etc/edge-agent/edge-agent.yaml", agent_config(broker.port, video))
         box.write("/etc/systemd/system/edge-agent.service", UNIT.read_text())
-        box.write("/etc/systemd/system/edge-agent.service.d/emulation.conf", emulation_drop_in(suite))
+        box.write("/etc/systemd/system/edge-agent.service.d/emulation.conf", arm64_setup.emulation_drop_in(suite))
         box.run("systemctl", "daemon-reload")
         started = time.monotonic()
         # Type=notify: start returns once the agent sent READY=1.
@@ -288,74 +232,9 @@ def test_the_unit_boots_under_the_pis_systemd_and_publishes(pi):
 # --- Ansible: site.yml on an arm64 camera, and a 32-bit one refused ------------------------------------------
 
 
-def fleet_inventory(boxes, port, secrets, wheels, pi_32):
-    """A server (this machine's architecture), an arm64 camera, and a 32-bit Pi reached by chroot."""
-    reach = {"ansible_connection": "community.docker.nsenter", "ansible_python_interpreter": "/usr/bin/python3",
-             "ansible_become": False}
-    pip_args = "--no-index " + " ".join(f"--find-links {path}" for path in wheels)
-    cameras = {"pi-arm": {**reach, "ansible_nsenter_pid": boxes["pi-arm"].leader, "device_id": "pi-arm",
-                          "site": "north", "room": "103", "edge_agent_camera_video_src": str(DATA / "test.mp4"),
-                          "edge_agent_camera_loop": True}}
-    if pi_32 is not None:
-        cameras["pi-32"] = {"ansible_connection": "community.general.chroot", "ansible_host": str(pi_32),
-                            "ansible_python_interpreter": "/usr/bin/python3", "ansible_become": False,
-                            "device_id": "pi-32", "site": "north", "room": "104"}
-    return {"all": {
-        # The cached root's package lists are as old as the cache: a refresh would be apt's work
-        # under emulation (a minute and more), not the role's.
-        "vars": {"mqtt_host": "127.0.0.1", "mqtt_port": port, "secrets_dir": str(secrets),
-                 "edge_agent_pip_extra_args": pip_args, "collector_pip_extra_args": pip_args,
-                 "edge_agent_apt_cache_valid_time": 365 * 86400},
-        "children": {
-            "servers": {"vars": reach, "hosts": {"server": {"ansible_nsenter_pid": boxes["server"].leader}}},
-            # The containers share this machine's kernel clock, which no NTP daemon disciplines here.
-            "cameras": {"vars": {"edge_agent_window_length_s": 10, "edge_agent_window_min_group": 1,
-                                 "edge_agent_camera_fps": 1, "edge_agent_clock_require_sync": False},
-                        "hosts": cameras},
-        },
-    }}
-
-
-def thirty_two_bit_root(tmp):
-    """A copy of a cached armhf Debian (32-bit Raspberry Pi OS's base), or None where it cannot run."""
-    if arm64.unavailable("qemu-arm"):
-        return None
-    cached = arm64.root(**arm64.ARMHF_ROOT)
-    copy = tmp / "pi-32"
-    subprocess.run(["cp", "-a", "--reflink=auto", str(cached), str(copy)], check=True, timeout=600)
-    return copy
-
-
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory, wheel):
-    for reason in (container.unavailable(), ansible_lab.unavailable()):
-        if reason:
-            pytest.skip(reason)
-    tmp = tmp_path_factory.mktemp("fleet")
-    root = arm64.root(ANSIBLE_SUITE)
-    wheels = [ansible_lab.dependency_wheels(), ansible_lab.project_wheel(tmp / "project"),
-              arm64.wheelhouse(root, ANSIBLE_SUITE, wheel)]
-    pi_32 = thirty_two_bit_root(tmp)
-    dpkg_status = (pi_32 / "var/lib/dpkg/status").read_bytes() if pi_32 else None
-    binds = [str(path) for path in wheels]
-    boxes = {"server": container.Container(read_only_binds=binds),
-             "pi-arm": container.Container(root=root, read_only_binds=binds)}
-    try:
-        for box in boxes.values():
-            box.start(timeout=900)
-        boxes["pi-arm"].write("/etc/systemd/system/edge-agent.service.d/emulation.conf",
-                              emulation_drop_in(ANSIBLE_SUITE))
-        secrets = tmp / "secrets"
-        inventory = ansible_lab.write_inventory(tmp / "hosts.yml", fleet_inventory(
-            boxes, free_port(), secrets, wheels, pi_32))
-        runs = {"first": ansible_lab.playbook(inventory, timeout=3600)}
-        runs["second"] = ansible_lab.playbook(inventory, timeout=3600)
-        print("\nsite.yml with an emulated arm64 camera: " + ", ".join(
-            f"{name} run {run.seconds:.0f} s" for name, run in runs.items()))
-        yield {"boxes": boxes, "runs": runs, "pi_32": pi_32, "dpkg_status": dpkg_status}
-    finally:
-        for box in boxes.values():
-            box.stop()
+def fleet(setup):
+    return setup.fleet.result()
 
 
 def test_site_yml_converges_on_an_arm64_camera_and_changes_nothing_the_second_time(fleet):
