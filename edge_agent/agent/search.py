@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .faces import FaceDetector
-from .seats import Motion, Seats, merge, newcomer_regions, region_cost, search_regions
+from .seats import Motion, Seats, merge, newcomer_regions, region_cost, search_seats
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +251,8 @@ class LearnedSearch:
             regions = merge(seats + newcomers)
             scale_factor = self.detector.scale_factor
             if self.seats.cost(regions, scale_factor) < self.plan.cost(width, scale_factor):
-                self.searched_pixels += sum((r.right - r.left) * (r.bottom - r.top) for r in regions)
-                boxes = search_regions(self.detector, gray, regions, neighbours)
+                boxes, pixels = search_seats(self.detector, gray, self.seats, self.frames - 1, newcomers, neighbours)
+                self.searched_pixels += pixels
                 for region in newcomers:
                     if not any(region.left <= x + w / 2 < region.right and region.top <= y + h / 2 < region.bottom
                                for x, y, w, h in boxes.tolist()):

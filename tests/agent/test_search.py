@@ -14,7 +14,7 @@ import pytest
 from edge_agent.agent.config import parse_config
 from edge_agent.agent.faces import FaceDetector
 from edge_agent.agent.search import FORMAT, LearnedSearch, describe_state, plan_bands
-from edge_agent.agent.seats import Region, merge
+from edge_agent.agent.seats import CONFIRM, Region, Seats, merge, search_seats
 from edge_agent.common.config import ConfigError
 from edge_agent.tools.classroom import build_lesson, build_scenes, faces_from_photos, match
 from support import CASCADE, DATA, run_cli
@@ -297,6 +297,58 @@ def test_overlapping_seats_are_searched_as_one_region_and_each_face_reported_onc
         assert search.last_search == "seats" and len(boxes) == 2
         (ax, ay, aw, ah), (bx, by, bw, bh) = boxes.tolist()
         assert ax + aw <= bx or bx + bw <= ax, "the same face twice"
+
+
+class Recording(FaceDetector):
+    """The detector, noting the face sizes each region is searched for."""
+
+    def __init__(self):
+        super().__init__(CASCADE, 1.1, 5, 30)
+        self.asked = []
+
+    def detect_region(self, gray, left, top, right, bottom, min_face, max_face, min_neighbors=None):
+        self.asked.append((min_face, max_face))
+        return super().detect_region(gray, left, top, right, bottom, min_face, max_face, min_neighbors)
+
+
+def test_a_face_found_in_the_frame_before_is_looked_for_near_its_size_and_in_full_only_when_missed():
+    face = justin()
+    away = cv2.GaussianBlur(face, (0, 0), face.shape[0] / 8)
+    recorder = Recording()
+    search = LearnedSearch(recorder, learn_frames=1, full_every=1000)
+    assert len(search.detect(frame_with((500, 400)))) == 1
+    width = search.seats.seats[0].width
+    recorder.asked.clear()
+    assert len(search.detect(frame_with((502, 401)))) == 1 and search.last_search == "seats"
+    assert recorder.asked == [(int(width / CONFIRM), int(np.ceil(width * CONFIRM)))], "found at its size: no more"
+    width = search.seats.seats[0].width
+    recorder.asked.clear()
+    assert len(search.detect(frame_with((500, 400), photo=away))) == 0
+    low, high = int(width / search.seats.margin), int(np.ceil(width * search.seats.margin))
+    # The change where the face was may add a newcomer region to the full search's, for its rows' sizes.
+    near, *full = recorder.asked
+    assert near == (int(width / CONFIRM), int(np.ceil(width * CONFIRM)))
+    assert len(full) == 1 and full[0][0] <= low and full[0][1] >= high, "missed: searched in full"
+    recorder.asked.clear()
+    assert len(search.detect(frame_with((501, 400)))) == 1
+    assert len(recorder.asked) == 1 and recorder.asked[0][0] <= low and recorder.asked[0][1] >= high, \
+        "not found in the frame before: the full search alone"
+
+
+def test_a_face_found_near_its_size_is_not_reported_again_by_a_neighbours_full_search():
+    face = justin((150, 150))
+    both = frame_with((300, 300), (445, 300), photo=face)
+    left, right = sorted(detector().detect(both).tolist())
+    seats = Seats(reach=2.5)
+    seats.update(np.array([right]), 0)
+    seats.update(np.array([left]), 1)
+    # The left face, found in frame 1, is searched near its size first and found. The right one
+    # looks away: its seat is searched in full, and that region, reaching far, holds the left face.
+    one_away = both.copy()
+    one_away[300:450, 445:595] = cv2.GaussianBlur(face, (0, 0), 150 / 8)
+    boxes, _ = search_seats(detector(), one_away, seats, 1, [], 4)
+    assert len(boxes) == 1, f"the left face twice: {boxes.tolist()}"
+    assert np.abs(boxes[0] - left).max() <= 3
 
 
 def test_merged_regions_are_disjoint_and_hold_every_region_asked():
