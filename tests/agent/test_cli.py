@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edge_agent.common.contract import EMOTIONS
-from support import MODEL, run_cli
+from support import DATA, MODEL, run_cli
 
 
 @pytest.fixture
@@ -59,6 +59,20 @@ def test_evaluate_bad_input_exits_2_with_a_message(args, message):
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_bench_pipeline_prints_each_search_beside_the_seeds_with_faces_found_by_size(weights):
+    """The benchmark's wiring and tables, on the bundled photos and clip, a few frames each."""
+    done = run_cli("bench", "pipeline", "--reference", weights, "--video", DATA / "test.mp4",
+                   "--photo", DATA / "solvay_conference.jpg", "--photo", DATA / "justin.jpg", "--frames", "2",
+                   "--learn-frames", "2", "--full-every", "2", "--every", "25", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for frame in ("1280x720", "1920x1080"):
+        assert f"random seats {frame}" in out and f"lesson {frame}: the same students in the same seats" in out
+    assert "seed (Haar 1.1/5/30, whole frame), after it" in out and "defaults (seats), after it" in out
+    assert "24-31px" in out and "after the first minute the defaults searched:" in out
+    assert "test.mp4" in out and "peak resident memory of `edge-agent analyze`" in out
 
 
 def test_bench_model_reports_every_way_side_by_side(weights):
