@@ -32,6 +32,7 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -103,18 +104,18 @@ def region_cost(width: float, height: float, low: float, high: float, scale_fact
 
 def merge(regions: list[Region]) -> list[Region]:
     """``regions`` with every overlapping pair replaced by its bounding box, until none overlap."""
-    merged = list(regions)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(merged)):
-            for j in range(i + 1, len(merged)):
-                if merged[i].overlaps(merged[j]):
-                    merged[i] = merged[i].union(merged.pop(j))
-                    changed = True
+    merged: list[Region] = []  # pairwise disjoint throughout
+    for region in regions:
+        # Each region it takes in widens it, so it may now reach one it missed: look again.
+        grew = True
+        while grew:
+            grew = False
+            for k, kept in enumerate(merged):
+                if region.overlaps(kept):
+                    region = region.union(merged.pop(k))
+                    grew = True
                     break
-            if changed:
-                break
+        merged.append(region)
     return merged
 
 
@@ -136,7 +137,7 @@ class Seats:
         free = set(range(len(self.seats)))
         for x, y, w, h in np.asarray(boxes).reshape(-1, 4).tolist():
             cx, cy = x + w / 2, y + h / 2
-            near = [(np.hypot(cx - self.seats[k].x, cy - self.seats[k].y), k) for k in free]
+            near = [(math.hypot(cx - self.seats[k].x, cy - self.seats[k].y), k) for k in free]
             distance, nearest = min(near, default=(np.inf, -1))
             if nearest >= 0 and distance <= SAME_SEAT * self.seats[nearest].width:
                 free.discard(nearest)
@@ -175,9 +176,18 @@ def search_regions(detector: FaceDetector, gray: np.ndarray, regions: list[Regio
     return np.concatenate(found) if found else np.zeros((0, 4), dtype=np.int64)
 
 
-def _near(boxes: np.ndarray, x: float, y: float, width: float) -> bool:
-    """Whether one of ``boxes`` is centred within ``SAME_SEAT`` widths of (``x``, ``y``): the same face."""
-    return any(np.hypot(bx + bw / 2 - x, by + bh / 2 - y) <= SAME_SEAT * width for bx, by, bw, bh in boxes.tolist())
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return boxes[:, :2] + boxes[:, 2:] / 2
+
+
+def _near(points: np.ndarray, widths: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """For each of ``points`` (x, y), whether one of ``boxes`` is centred within ``SAME_SEAT`` times its
+    ``widths`` of it: the same face."""
+    if not len(points) or not len(boxes):
+        return np.zeros(len(points), dtype=bool)
+    offsets = np.asarray(points, dtype=np.float64)[:, None, :] - _centres(boxes)[None, :, :]
+    return (np.hypot(offsets[..., 0], offsets[..., 1]) <= SAME_SEAT * np.asarray(widths)[:, None]).any(axis=1)
 
 
 def area(regions: list[Region]) -> int:
@@ -192,11 +202,12 @@ def search_seats(detector: FaceDetector, gray: np.ndarray, seats: Seats, last_fr
     height, width = gray.shape
     first = seats.regions(width, height, seats.found_in(last_frame), CONFIRM)
     confirmed = search_regions(detector, gray, first, min_neighbors)
-    rest = [seat for seat in seats.seats if not _near(confirmed, seat.x, seat.y, seat.width)]
+    held = _near([(seat.x, seat.y) for seat in seats.seats], [seat.width for seat in seats.seats], confirmed)
+    rest = [seat for seat, done in zip(seats.seats, held, strict=True) if not done]
     second = merge(seats.regions(width, height, rest) + newcomers)
     found = search_regions(detector, gray, second, min_neighbors)
-    again = [box for box in found.tolist() if not _near(confirmed, box[0] + box[2] / 2, box[1] + box[3] / 2, box[2])]
-    return np.concatenate([confirmed, np.asarray(again, dtype=np.int64).reshape(-1, 4)]), area(first) + area(second)
+    again = found[~_near(_centres(found), found[:, 2], confirmed)]
+    return np.concatenate([confirmed, again]), area(first) + area(second)
 
 
 def _cells(region: Region) -> tuple[slice, slice]:
