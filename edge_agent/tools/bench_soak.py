@@ -8,7 +8,9 @@ slopes per hour, fitted after a warm-up (model load, first caches); the table an
 every sample. A receiver with a persistent MQTT session stands in for the collector: at the end
 every window the agent stored must have arrived, once per ``(device, window_start)``.
 
-The clock is taken as it is (``clock.require_sync: false``): the soak measures the agent, not NTP.
+The agent runs with the environment the shipped unit gives it (``UNIT_ENVIRONMENT``: glibc's
+arenas, which shape how its memory grows); the report says what the running agent had. The clock
+is taken as it is (``clock.require_sync: false``): the soak measures the agent, not NTP.
 """
 
 import json
@@ -36,6 +38,8 @@ EMOTIONS_TOPIC = f"classroom/{SITE}/{ROOM}/{DEVICE}/emotions"
 RSS_SLOPE_LIMIT_MB_PER_H = 1.0
 DRAIN_TIMEOUT_S = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The Environment= lines of systemd/edge-agent.service (a test holds the two together).
+UNIT_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
 
 
 class SoakError(EdgeAgentError):
@@ -67,6 +71,12 @@ def _read_proc(pid):
     cpu_s = (int(after[11]) + int(after[12])) / CLOCK_TICKS
     fds = len(os.listdir(f"/proc/{pid}/fd"))
     return rss_mb, threads, cpu_s, fds
+
+
+def _environment(pid, names):
+    """The values of ``names`` in a live process's environment, as it started with them."""
+    fields = dict(entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry)
+    return {name: fields.get(name) for name in names}
 
 
 def slope_per_hour(minutes, values):
@@ -196,7 +206,9 @@ def run_soak(out, *, duration_s=3600.0, fps=10.0, window_s=5, video=DEFAULT_VIDE
                           outbox=outbox)
     log = open(out / "agent.log", "w")  # noqa: SIM115 (closed below, after the agent)
     agent = subprocess.Popen([sys.executable, "-m", "edge_agent.agent.cli", "run", "--config", str(config)],
-                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env={**os.environ, **UNIT_ENVIRONMENT})
+    environment = _environment(agent.pid, UNIT_ENVIRONMENT)
     samples, outages = [], []
     started = time.monotonic()
     try:
@@ -244,7 +256,8 @@ def run_soak(out, *, duration_s=3600.0, fps=10.0, window_s=5, video=DEFAULT_VIDE
         broker.stop()
     result = summarise(samples, warmup_s / 60, delivered, receiver.conflicts)
     result.update(exit_status=status, outages=outages, duration_s=duration_s, fps=fps, window_s=window_s,
-                  video=str(video), broker_every_s=broker_every_s, broker_down_s=broker_down_s)
+                  video=str(video), broker_every_s=broker_every_s, broker_down_s=broker_down_s,
+                  environment=environment)
     (out / "soak.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -321,7 +334,9 @@ def format_report(result) -> str:
              f"{delivered['missing_count']} missing, {delivered['left_in_outbox']} left in the outbox, "
              f"{len(result['conflicts'])} conflicts, median {delivered['median_frames_per_window']} frames per "
              f"{result['window_s']} s window; agent exit status {result['exit_status']}",
-             f"broker outages (min): {', '.join(f'{a:.1f}-{b:.1f}' for a, b in result['outages']) or 'none'}"]
+             f"broker outages (min): {', '.join(f'{a:.1f}-{b:.1f}' for a, b in result['outages']) or 'none'}",
+             "the agent's environment, as the unit's: "
+             + ", ".join(f"{name}={value}" for name, value in result["environment"].items())]
     lines += [f"{'ok  ' if passed else 'FAIL'} {name}" for name, passed in result["verdicts"].items()]
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ from edge_agent.tools.bench_soak import (
     summarise,
 )
 from edge_agent.tools.demo_broker import mosquitto_path
-from support import run_cli, wait_until
+from support import REPO, run_cli, wait_until
 from support.broker import publish, publisher
 from support.windows import window
 
@@ -62,6 +62,11 @@ def test_a_short_soak_samples_the_agent_through_broker_outages(tmp_path):
     assert {s["broker_up"] for s in report["samples"]} == {True, False}
     assert report["delivered"]["stored"] >= 8 and report["exit_status"] == 0
     assert (tmp_path / "soak.png").stat().st_size > 10_000
+    # The agent ran with the shipped unit's environment, read back from the running process.
+    unit = (REPO / "systemd" / "edge-agent.service").read_text()
+    assert report["environment"] == dict(line.removeprefix("Environment=").split("=", 1)
+                                         for line in unit.splitlines() if line.startswith("Environment="))
+    assert "the agent's environment, as the unit's: MALLOC_ARENA_MAX=2" in lines
 
 
 @pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
