@@ -18,8 +18,9 @@ Invariants:
   the windows on it run deep into the cascade, at every scale searched.
 - The regions searched in one pass are pairwise disjoint: overlapping ones are merged into their
   bounding box, searched for every size either asked. A face the full search finds within
-  ``SAME_SEAT`` widths of one the first pass found is that face, and is dropped: no face is
-  reported twice.
+  ``SAME_SEAT`` widths and ``margin`` of the size of one the first pass found is that face, and
+  is dropped: no face is reported twice. A seat counts as found by the first pass on the same
+  terms, so a stray box around a face (the cascade's head and shoulders) never stands for it.
 - Someone who sits down between whole-frame searches changes the frame where no seat is:
   :class:`Motion` compares each frame with the one before at 1/``MOTION_SCALE`` of its size, and
   each changed patch outside every seat, in rows where faces have been seen, is searched as well
@@ -181,13 +182,17 @@ def _centres(boxes: np.ndarray) -> np.ndarray:
     return boxes[:, :2] + boxes[:, 2:] / 2
 
 
-def _near(points: np.ndarray, widths: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """For each of ``points`` (x, y), whether one of ``boxes`` is centred within ``SAME_SEAT`` times its
-    ``widths`` of it: the same face."""
+def _same_face(points: np.ndarray, widths: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarray:
+    """For each of ``points`` (x, y) with its face ``widths``, whether one of ``boxes`` is that face:
+    centred within ``SAME_SEAT`` widths of it and within ``margin`` of its width. A stray box
+    around a face (the cascade's, a head and shoulders) is not the face."""
     if not len(points) or not len(boxes):
         return np.zeros(len(points), dtype=bool)
+    widths = np.asarray(widths, dtype=np.float64)[:, None]
     offsets = np.asarray(points, dtype=np.float64)[:, None, :] - _centres(boxes)[None, :, :]
-    return (np.hypot(offsets[..., 0], offsets[..., 1]) <= SAME_SEAT * np.asarray(widths)[:, None]).any(axis=1)
+    close = np.hypot(offsets[..., 0], offsets[..., 1]) <= SAME_SEAT * widths
+    alike = np.abs(np.log(np.asarray(boxes, dtype=np.float64)[None, :, 2] / widths)) <= np.log(margin)
+    return (close & alike).any(axis=1)
 
 
 def area(regions: list[Region]) -> int:
@@ -202,11 +207,12 @@ def search_seats(detector: FaceDetector, gray: np.ndarray, seats: Seats, last_fr
     height, width = gray.shape
     first = seats.regions(width, height, seats.found_in(last_frame), CONFIRM)
     confirmed = search_regions(detector, gray, first, min_neighbors)
-    held = _near([(seat.x, seat.y) for seat in seats.seats], [seat.width for seat in seats.seats], confirmed)
+    held = _same_face([(seat.x, seat.y) for seat in seats.seats], [seat.width for seat in seats.seats], confirmed,
+                      seats.margin)
     rest = [seat for seat, done in zip(seats.seats, held, strict=True) if not done]
     second = merge(seats.regions(width, height, rest) + newcomers)
     found = search_regions(detector, gray, second, min_neighbors)
-    again = found[~_near(_centres(found), found[:, 2], confirmed)]
+    again = found[~_same_face(_centres(found), found[:, 2], confirmed, seats.margin)]
     return np.concatenate([confirmed, again]), area(first) + area(second)
 
 
