@@ -73,9 +73,16 @@ def _read_proc(pid):
     return rss_mb, threads, cpu_s, fds
 
 
-def _environment(pid, names):
-    """The values of ``names`` in a live process's environment, as it started with them."""
-    fields = dict(entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry)
+def _environment(pid, names, timeout=10.0):
+    """The values of ``names`` in a live process's environment, as it started with them.
+
+    Right after an exec the kernel may not have set the new image's environment yet, and the
+    file reads empty: a process always has some environment, so empty means "not yet".
+    """
+    deadline = time.monotonic() + timeout
+    while not (text := Path(f"/proc/{pid}/environ").read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fields = dict(entry.split("=", 1) for entry in text.split("\0") if "=" in entry)
     return {name: fields.get(name) for name in names}
 
 
