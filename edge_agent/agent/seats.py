@@ -44,10 +44,10 @@ from .faces import CASCADE_WINDOW, FaceDetector
 # A face found further than this from a seat's centre (in the seat's face widths) is someone else.
 SAME_SEAT = 0.5
 # A seat whose face was found in the frame before is first searched for faces this many times
-# narrower to wider than it. Measured on the lesson benchmark at 1280x720 (one thread), against
-# the full search's 1.25 (4.0x the seed's speed): 1.1 made it 7.7x but found one 32-47 px face
-# fewer than the seed; 1.12 7.1x, with at least the seed's faces in every size; 1.15 6.2x, one
-# 48-63 px face fewer.
+# narrower to wider than it. Tried on the lesson benchmark at 1280x720 (one thread, before stray
+# boxes were told from faces), against the full search's 1.25 (4.0x the seed's speed): 1.1 made
+# it 7.7x but found one 32-47 px face fewer than the seed; 1.12 7.1x, with at least the seed's
+# faces in every size; 1.15 6.2x, one 48-63 px face fewer.
 CONFIRM = 1.12
 # Frames are compared at 1/MOTION_SCALE of their size (sensor noise averages out over the 64
 # pixels of a cell); a cell that changed by more than MOTION_LEVEL grey levels has moved.
