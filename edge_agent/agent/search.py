@@ -14,8 +14,9 @@ Invariants:
   so a face in a new place or of a new size is found within that many frames, and the bands are
   rebuilt to include it.
 - A frame is searched one way only, whole, seats or bands, except that a seat search missing
-  more than half its seats (and ``SEATS_MISSED`` or more) is followed by the bands, and the seats
-  are forgotten: only the bands' faces are reported then, so no face is reported twice.
+  more than half its seats (and ``SEATS_MISSED`` or more; faces found elsewhere make up for none)
+  is followed by the bands, and the seats are forgotten. The frame's faces are then the bands'
+  and those of the seat search that are none of them, so no face is reported twice.
 - The bands are a pure function of the observations kept: the last ``MAX_OBSERVATIONS`` faces
   found by whole-frame searches (band searches would only ever confirm their own bands).
 - A state file is used only when it was written in this format, for frames of the same size, by
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .faces import FaceDetector
-from .seats import Motion, Seats, merge, newcomer_regions, region_cost, search_seats
+from .seats import Motion, Seats, merge, newcomer_regions, region_cost, search_seats, with_others
 
 log = logging.getLogger(__name__)
 
@@ -257,14 +258,20 @@ class LearnedSearch:
                     if not any(region.left <= x + w / 2 < region.right and region.top <= y + h / 2 < region.bottom
                                for x, y, w, h in boxes.tolist()):
                         self.motion.searched_in_vain(region)
-                missed = len(self.seats) - len(boxes)
+                missed = self.seats.missed(boxes)
                 if missed * 2 <= len(self.seats) or missed < SEATS_MISSED:
                     self.last_search = "seats"
                     return boxes
                 # Most seats missed: the students moved (or most look away). Seats
                 # left stale would fail every frame; the bands find the faces where they are now,
-                # and those become the seats.
+                # and those become the seats. The seat search's faces are kept too: a newcomer
+                # may sit beyond the columns the bands were learned over.
                 self.seats.clear()
+                return with_others(self._bands(gray), boxes, self.margin)
+        return self._bands(gray)
+
+    def _bands(self, gray: np.ndarray) -> np.ndarray:
+        height, width = gray.shape
         self.last_search = "bands"
         for band in self.plan.bands:
             left, top, right, bottom = band_region(band, width, height)

@@ -160,6 +160,12 @@ class Seats:
                                   int(seat.width / margin), int(np.ceil(seat.width * margin))))
         return merge(regions)
 
+    def missed(self, boxes: np.ndarray) -> int:
+        """How many seats none of ``boxes`` is the face of: faces found elsewhere (newcomers) make up for none."""
+        held = _same_face([(seat.x, seat.y) for seat in self.seats], [seat.width for seat in self.seats], boxes,
+                          self.margin)
+        return int(len(held) - held.sum())
+
     def found_in(self, frame: int) -> list[Seat]:
         """The seats whose face was found in frame number ``frame``."""
         return [seat for seat in self.seats if seat.seen == frame]
@@ -212,8 +218,13 @@ def search_seats(detector: FaceDetector, gray: np.ndarray, seats: Seats, last_fr
     rest = [seat for seat, done in zip(seats.seats, held, strict=True) if not done]
     second = merge(seats.regions(width, height, rest) + newcomers)
     found = search_regions(detector, gray, second, min_neighbors)
-    again = found[~_same_face(_centres(found), found[:, 2], confirmed, seats.margin)]
-    return np.concatenate([confirmed, again]), area(first) + area(second)
+    return with_others(confirmed, found, seats.margin), area(first) + area(second)
+
+
+def with_others(boxes: np.ndarray, others: np.ndarray, margin: float) -> np.ndarray:
+    """``boxes``, then those of ``others`` that are none of their faces (:func:`_same_face`)."""
+    others = np.asarray(others).reshape(-1, 4)
+    return np.concatenate([boxes, others[~_same_face(_centres(others), others[:, 2], boxes, margin)]])
 
 
 def _cells(region: Region) -> tuple[slice, slice]:
