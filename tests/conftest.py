@@ -33,6 +33,17 @@ def pytest_collection_finish(session):
         arm64_setup.started(session.config)
 
 
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("arm64") is not None and arm64_setup.KEY in item.config.stash:
+        item.config.stash[arm64_setup.KEY].test_began()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    # CI's log: whether the arm64 setup was ready when its tests began, or they waited for it.
+    if line := arm64_setup.timeline(config):
+        terminalreporter.write_line(line)
+
+
 def pytest_sessionfinish(session):
     warmer = session.config.stash.get(ARM64_WARMER, None)
     if warmer is not None:

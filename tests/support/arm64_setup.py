@@ -1,10 +1,11 @@
 """What the arm64 tests need before they test anything, begun when the session starts.
 
 Under emulation the setup is most of the arm64 tests' time: each suite's install as the README's
-Pi section does it (a venv and pip, minutes), and the fleet's two site.yml runs on an emulated
-camera (ten minutes and more). None of it depends on another test, so ``start`` runs it in a
-background thread at the lowest CPU priority from the session's start (conftest.py), beside the
-rest of the suite; the arm64 tests, which run last, then wait only for what is left.
+Pi section does it (a venv and pip, minutes), the runs of the installed agent the tests compare
+with this machine's (:data:`RUNS`: a minute or two each), and the fleet's two site.yml runs on an
+emulated camera (ten minutes and more). None of it depends on another test, so ``start`` runs it
+in a background thread at the lowest CPU priority from the session's start (conftest.py), beside
+the rest of the suite; the arm64 tests, which run last, then wait only for what is left.
 
 Invariants:
 - Everything this starts runs at nice 19 (a thread's nice value is its own on Linux, and the
@@ -18,15 +19,19 @@ Invariants:
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 
+import cv2
+import numpy as np
 import pytest
 
-from support import DATA, ansible_lab, arm64, container
+from support import CASCADE, DATA, ansible_lab, arm64, container
 
 # The README's Pi section, run as written (sudo aside: these run as root); pip gets the
 # wheelhouse as its index.
@@ -74,6 +79,90 @@ def install(suite, wheel, venv):
     print(f"\narm64 {suite}: root {rooted - started:.0f} s, wheels {downloaded - rooted:.0f} s, "
           f"venv + pip install {installed - downloaded:.0f} s, venv {size} MB")
     return suite, root, venv
+
+
+START = "2026-11-23T10:15:00Z"
+# Three 2 s windows of the 4.7 s clip at a frame a second (emulation is slow), one or two people
+# in view: min_group 1.
+ANALYZE_CONFIG = "window:\n  length_s: 2\n  min_group: 1\n"
+SAMPLE_FPS = "1"
+# The batch sizes the classifier's int8 runs are asked for: each interpreter shape the agent pads to (1, 2, 4, 8).
+BATCHES = (1, 2, 3, 5)
+
+
+def inputs(top):
+    """What the emulated runs read, and the tests read too, in ``top``: images/, the clip's frames at
+    1 a second as PNG (decoded here, so both machines see the same pixels) and the group photo, timed
+    a second apart from START; analyze.yaml, which reports one face; and faces.npy, the photo's faces
+    already at the model's size."""
+    folder = top / "images"
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(DATA / "test.mp4"))
+    index = 0
+    while (frame := capture.read()[1]) is not None:
+        if index % 25 == 0:
+            cv2.imwrite(str(folder / f"frame-{index:03d}.png"), frame)
+        index += 1
+    shutil.copy(DATA / "solvay_conference.jpg", folder)
+    start = datetime.fromisoformat(START).timestamp()
+    # The photo gets a window of its own, after the clip's three.
+    for position, path in enumerate(sorted(folder.iterdir())):
+        moment = start + (6.0 if path.suffix == ".jpg" else position * 1.0)
+        os.utime(path, (moment, moment))
+    (top / "analyze.yaml").write_text(ANALYZE_CONFIG)
+    from edge_agent.agent.faces import FaceDetector
+
+    gray = cv2.cvtColor(cv2.imread(str(folder / "solvay_conference.jpg")), cv2.COLOR_BGR2GRAY)
+    detector = FaceDetector(CASCADE)
+    # Crops already at the model's size: cv2.resize's bilinear mode is not bit-exact across
+    # architectures (see the README), INTER_AREA is.
+    np.save(top / "faces.npy", np.stack([cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA)
+                                         for crop in detector.crops(gray, detector.detect(gray))]))
+    return top
+
+
+def in_pi(pi, *command, binds=(), timeout=1200):
+    """Run ``command`` in the suite's root as the Pi's CPU, with the installed venv; its output, and
+    its ``seconds``."""
+    suite, root, venv = pi
+    started = time.monotonic()
+    done = arm64.run(root, *command, binds=[f"{venv}:{arm64.VENV}"], read_only_binds=binds,
+                     cpu=arm64.PI_CPUS[suite], timeout=timeout)
+    done.seconds = time.monotonic() - started
+    return done
+
+
+def installed_sample(venv, name):
+    """The path, inside the root, of a sample the wheel installed."""
+    (site_packages,) = venv.glob("lib/python3*/site-packages")
+    return f"{arm64.VENV}/{site_packages.relative_to(venv)}/edge_agent/samples/{name}"
+
+
+def classify(pi, top):
+    """The installed classifier's probabilities for the first n of faces.npy, for each n of BATCHES."""
+    script = ("import json, sys, numpy as np; from edge_agent.agent.emotions import EmotionClassifier; "
+              "from edge_agent.agent.paths import DEFAULT_MODEL; faces = np.load('/in/faces.npy'); "
+              "c = EmotionClassifier(DEFAULT_MODEL); "
+              f"print(json.dumps([c.probabilities(list(faces[:n])).tolist() for n in {BATCHES}]))")
+    return in_pi(pi, f"{arm64.VENV}/bin/python", "-c", script, binds=[f"{top}:/in"])
+
+
+def analyze_images(pi, top):
+    """``edge-agent analyze`` over images/: the windows (--json), then each frame (--per-frame)."""
+    analyze = f"{arm64.VENV}/bin/edge-agent analyze --config /in/analyze.yaml"
+    return in_pi(pi, "sh", "-c", f"{analyze} --json /in/images && {analyze} --per-frame /in/images",
+                 binds=[f"{top}:/in"])
+
+
+def analyze_clip(pi, top):
+    """``edge-agent analyze`` over the clip the wheel installed, decoded on the Pi."""
+    return in_pi(pi, f"{arm64.VENV}/bin/edge-agent", "analyze", "--config", "/in/analyze.yaml", "--start", START,
+                 "--sample-fps", SAMPLE_FPS, "--json", installed_sample(pi[2], "test.mp4"), binds=[f"{top}:/in"])
+
+
+# What each suite runs under emulation once installed, beside the rest of the session; the tests
+# compare the outputs with this machine's.
+RUNS = {"classify": classify, "analyze images": analyze_images, "analyze clip": analyze_clip}
 
 
 def emulation_drop_in(suite):
@@ -148,43 +237,87 @@ def close(config):
         config.stash[KEY].close()
 
 
+def timeline(config) -> str | None:
+    return config.stash[KEY].timeline() if KEY in config.stash else None
+
+
 class Setup:
-    """The arm64 tests' setup in a background thread: ``installs[suite]`` and ``fleet`` are futures."""
+    """The arm64 tests' setup in a background thread: ``installs[suite]``, ``runs[suite][name]``
+    (:data:`RUNS`), ``inputs`` (the directory they read) and ``fleet`` are futures."""
 
     def __init__(self, tmp_path_factory):
         self.tmp = tmp_path_factory
         self.wheel = Future()
+        self.inputs = Future()
         self.installs = {suite: Future() for suite in arm64.SUITES}
+        self.runs = {suite: {name: Future() for name in RUNS} for suite in arm64.SUITES}
         self.fleet = Future()
         self.boxes = {}
         self.closing = threading.Event()
         self.thread = threading.Thread(target=self._run, name="arm64-setup", daemon=True)
+        # When each part was ready and when the first arm64 test asked, in seconds from the start.
+        self.began = 0.0
+        self.ready: dict[str, float] = {}
+        self.first_test_s: float | None = None
 
     def start(self):
+        self.began = time.monotonic()
         self.thread.start()
         return self
 
+    def test_began(self):
+        if self.first_test_s is None:
+            self.first_test_s = time.monotonic() - self.began
+
+    def timeline(self) -> str:
+        """One line for the session's summary: what was ready when, against when the arm64 tests began."""
+        parts = [f"{name} {seconds / 60:.1f}" for name, seconds in self.ready.items()]
+        began = "never" if self.first_test_s is None else f"at {self.first_test_s / 60:.1f}"
+        return (f"arm64 setup, minutes from the session's start: {', '.join(parts) or 'nothing ready'}; "
+                f"the first arm64 test began {began}, the session ended at {(time.monotonic() - self.began) / 60:.1f}")
+
     def _run(self):
         lower_priority()
-        if not self._settle(self.wheel, arm64.agent_wheel, self.tmp.mktemp("wheel")):
-            for future in (*self.installs.values(), self.fleet):
+        if not self._settle("wheel", self.wheel, arm64.agent_wheel, self.tmp.mktemp("wheel")):
+            for future in (self.inputs, *self.installs.values(), *self._all_runs(), self.fleet):
                 future.set_exception(self.wheel.exception())
             return
         wheel = self.wheel.result()
-        # An emulated process keeps one core busy: the suites install side by side with the fleet.
+        self._settle("inputs", self.inputs, inputs, self.tmp.mktemp("inputs"))
+        # An emulated process keeps one core busy: the suites install and run side by side with the fleet.
         with ThreadPoolExecutor(len(self.installs), initializer=lower_priority) as pool:
-            for suite, future in self.installs.items():
-                pool.submit(self._settle, future, install, suite, wheel, self.tmp.mktemp(f"venv-{suite}"))
-            self._settle(self.fleet, self._fleet, wheel)
+            for suite in self.installs:
+                pool.submit(self._install_and_run, suite, wheel)
+            self._settle("fleet", self.fleet, self._fleet, wheel)
 
-    @staticmethod
-    def _settle(future, function, *args):
+    def _all_runs(self):
+        return [future for runs in self.runs.values() for future in runs.values()]
+
+    def _install_and_run(self, suite, wheel):
+        """A suite's install, then its emulated runs one after another."""
+        installed = self._settle(f"{suite} install", self.installs[suite], install, suite, wheel,
+                                 self.tmp.mktemp(f"venv-{suite}"))
+        for name, function in RUNS.items():
+            future = self.runs[suite][name]
+            if not installed:
+                future.set_exception(self.installs[suite].exception())
+            elif self.inputs.exception() is not None:
+                future.set_exception(self.inputs.exception())
+            elif self.closing.is_set():
+                future.set_exception(RuntimeError("the session ended before the emulated runs"))
+            else:
+                self._settle(f"{suite} {name}", future, function, self.installs[suite].result(),
+                             self.inputs.result())
+
+    def _settle(self, name, future, function, *args):
         try:
             future.set_result(function(*args))
             return True
         except BaseException as error:  # pytest.skip raises a BaseException: it reaches the test too
             future.set_exception(error)
             return False
+        finally:
+            self.ready[name] = time.monotonic() - self.began
 
     def _fleet(self, wheel):
         for reason in (container.unavailable(), ansible_lab.unavailable()):

@@ -6,7 +6,7 @@ under qemu emulating one core of the Pi it stands for (bookworm a Pi 4's Cortex-
 Pi 5's Cortex-A76):
 
 - ``edge-agent analyze`` over the bundled clip and group photo gives the same windows as this
-  x86_64 machine;
+  x86_64 machine (run in the background as soon as the suite is installed, arm64_setup.RUNS);
 - the root boots its own systemd, where the shipped unit reports READY and publishes windows to
   a broker on this machine, and ``edge-agent check`` passes as the service user.
 
@@ -15,21 +15,15 @@ Emulation proves what installs and what it computes, never how fast: the times p
 """
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from edge_agent.agent.emotions import EmotionClassifier
-from edge_agent.agent.faces import FaceDetector
-from support import CASCADE, DATA, MODEL, REPO, ansible_lab, arm64, arm64_setup, container, run_cli
+from support import DATA, MODEL, REPO, ansible_lab, arm64, arm64_setup, container, run_cli
 from support.broker import Mosquitto, Subscriber
 
 pytestmark = [pytest.mark.arm64,
@@ -37,11 +31,6 @@ pytestmark = [pytest.mark.arm64,
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 UNIT = REPO / "systemd" / "edge-agent.service"
-START = "2026-11-23T10:15:00Z"
-# Three 2 s windows of the 4.7 s clip at a frame a second (emulation is slow), one or two people
-# in view: min_group 1.
-ANALYZE_CONFIG = "window:\n  length_s: 2\n  min_group: 1\n"
-SAMPLE_FPS = "1"
 
 
 def test_the_readme_pi_section_has_the_commands_this_test_runs():
@@ -52,86 +41,52 @@ def test_the_readme_pi_section_has_the_commands_this_test_runs():
 
 @pytest.fixture(scope="module")
 def setup(request):
-    """The installs and the fleet, begun at the session's start (support/arm64_setup.py)."""
+    """The installs, the emulated runs and the fleet, begun at the session's start (support/arm64_setup.py)."""
     return arm64_setup.started(request.config)
 
 
 @pytest.fixture(scope="module", params=arm64.SUITES)
-def pi(request, setup):
-    return setup.installs[request.param].result()
-
-
-def site_packages(venv):
-    (found,) = venv.glob("lib/python3*/site-packages")
-    return found
-
-
-def in_pi(pi, *command, binds=(), timeout=1200):
-    """Run ``command`` in the suite's root as the Pi's CPU, with the installed venv; its output."""
-    suite, root, venv = pi
-    return arm64.run(root, *command, binds=[f"{venv}:{arm64.VENV}"], read_only_binds=binds,
-                     cpu=arm64.PI_CPUS[suite], timeout=timeout)
+def suite(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def pictures(tmp_path_factory):
-    """A directory with images/: the clip's frames at 1 a second as PNG (decoded here, so both
-    machines see the same pixels) and the group photo, timed a second apart from START; and
-    analyze.yaml, which reports one face."""
-    top = tmp_path_factory.mktemp("pictures")
-    folder = top / "images"
-    folder.mkdir()
-    capture = cv2.VideoCapture(str(DATA / "test.mp4"))
-    index = 0
-    while (frame := capture.read()[1]) is not None:
-        if index % 25 == 0:
-            cv2.imwrite(str(folder / f"frame-{index:03d}.png"), frame)
-        index += 1
-    shutil.copy(DATA / "solvay_conference.jpg", folder)
-    start = datetime.fromisoformat(START).timestamp()
-    # The photo gets a window of its own, after the clip's three.
-    for position, path in enumerate(sorted(folder.iterdir())):
-        moment = start + (6.0 if path.suffix == ".jpg" else position * 1.0)
-        os.utime(path, (moment, moment))
-    (top / "analyze.yaml").write_text(ANALYZE_CONFIG)
-    return top
+def pi(setup, suite):
+    return setup.installs[suite].result()
+
+
+@pytest.fixture(scope="module")
+def inputs(setup):
+    """What the emulated runs read: images/, analyze.yaml and faces.npy (arm64_setup.inputs)."""
+    return setup.inputs.result()
+
+
+def emulated(setup, suite, name):
+    """The output of one of the suite's emulated runs (arm64_setup.RUNS)."""
+    return setup.runs[suite][name].result()
 
 
 def per_frame(lines):
     return [{"image": Path(row["source"]).name, "faces": row["faces"]} for row in map(json.loads, lines)]
 
 
-def test_the_int8_model_gives_the_same_outputs_on_the_pis_cpu(pi, pictures, tmp_path):
+def test_the_int8_model_gives_the_same_outputs_on_the_pis_cpu(setup, suite, inputs):
     """The classifier as installed, LiteRT and its XNNPACK kernels: bit for bit what this machine computes."""
-    gray = cv2.cvtColor(cv2.imread(str(pictures / "images" / "solvay_conference.jpg")), cv2.COLOR_BGR2GRAY)
-    detector = FaceDetector(CASCADE)
-    # Crops already at the model's size: cv2.resize's bilinear mode is not bit-exact across
-    # architectures (see the README), INTER_AREA is.
-    faces = np.stack([cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA)
-                      for crop in detector.crops(gray, detector.detect(gray))])
-    np.save(tmp_path / "faces.npy", faces)
-    # One call per batch size the agent pads to (1, 2, 4, 8), so each interpreter shape runs.
-    script = ("import json, sys, numpy as np; from edge_agent.agent.emotions import EmotionClassifier; "
-              "from edge_agent.agent.paths import DEFAULT_MODEL; faces = np.load('/in/faces.npy'); "
-              "c = EmotionClassifier(DEFAULT_MODEL); "
-              "print(json.dumps([c.probabilities(list(faces[:n])).tolist() for n in (1, 2, 3, 5)]))")
-    arm = json.loads(in_pi(pi, f"{arm64.VENV}/bin/python", "-c", script, binds=[f"{tmp_path}:/in"]).stdout)
+    faces = np.load(inputs / "faces.npy")
+    arm = json.loads(emulated(setup, suite, "classify").stdout)
     classifier = EmotionClassifier(MODEL)
-    x86 = [classifier.probabilities(list(faces[:n])).tolist() for n in (1, 2, 3, 5)]
+    x86 = [classifier.probabilities(list(faces[:n])).tolist() for n in arm64_setup.BATCHES]
     assert len(faces) >= 5 and arm == x86
 
 
-def test_analyze_finds_the_same_faces_and_windows_on_the_same_pixels(pi, pictures):
-    x86 = run_cli("analyze", "--config", pictures / "analyze.yaml", "--json", pictures / "images")
-    x86_frames = run_cli("analyze", "--config", pictures / "analyze.yaml", "--per-frame", pictures / "images")
+def test_analyze_finds_the_same_faces_and_windows_on_the_same_pixels(setup, suite, inputs):
+    x86 = run_cli("analyze", "--config", inputs / "analyze.yaml", "--json", inputs / "images")
+    x86_frames = run_cli("analyze", "--config", inputs / "analyze.yaml", "--per-frame", inputs / "images")
     assert x86.returncode == x86_frames.returncode == 0, x86.stderr + x86_frames.stderr
-    started = time.monotonic()
-    analyze = f"{arm64.VENV}/bin/edge-agent analyze --config /pictures/analyze.yaml"
-    done = in_pi(pi, "sh", "-c", f"{analyze} --json /pictures/images && {analyze} --per-frame /pictures/images",
-                 binds=[f"{pictures}:/pictures"])
+    done = emulated(setup, suite, "analyze images")
     lines = done.stdout.splitlines()
     arm, arm_frames = [json.loads(line) for line in lines[:4]], per_frame(lines[4:])
-    print(f"\narm64 {pi[0]} under qemu ({arm64.PI_CPUS[pi[0]]}): {time.monotonic() - started:.0f} s; "
+    print(f"\narm64 {suite} under qemu ({arm64.PI_CPUS[suite]}): {done.seconds:.0f} s; "
           f"counts {[w['counts'] for w in arm]}, on x86 {[w['counts'] for w in map(json.loads, x86.stdout.split())]}")
     # LiteRT's int8 kernels for arm64 (XNNPACK), not a slower fallback.
     assert "XNNPACK" in done.stderr, done.stderr
@@ -153,20 +108,15 @@ def test_analyze_finds_the_same_faces_and_windows_on_the_same_pixels(pi, picture
     assert arm[-1]["counts"] == x86_windows[-1]["counts"], "the group photo's labels differ"
 
 
-def test_analyze_reads_the_clip_on_the_pi(pi):
+def test_analyze_reads_the_clip_on_the_pi(setup, suite, inputs):
     """The video decoded on arm64: same windows and frames; its pixels come out of FFmpeg's colour
     conversion a level or so apart from x86's, so faces at the cascade's threshold may differ."""
-    config = "/config/analyze.yaml"
-    video = f"{arm64.VENV}/{site_packages(pi[2]).relative_to(pi[2])}/edge_agent/samples/test.mp4"
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "analyze.yaml").write_text(ANALYZE_CONFIG)
-        done = in_pi(pi, f"{arm64.VENV}/bin/edge-agent", "analyze", "--config", config, "--start", START,
-                     "--sample-fps", SAMPLE_FPS, "--json", video, binds=[f"{tmp}:/config"])
-        x86 = run_cli("analyze", "--config", Path(tmp) / "analyze.yaml", "--start", START, "--sample-fps",
-                      SAMPLE_FPS, "--json", DATA / "test.mp4")
+    done = emulated(setup, suite, "analyze clip")
+    x86 = run_cli("analyze", "--config", inputs / "analyze.yaml", "--start", arm64_setup.START, "--sample-fps",
+                  arm64_setup.SAMPLE_FPS, "--json", DATA / "test.mp4")
     arm = [json.loads(line) for line in done.stdout.splitlines()]
     ours = [json.loads(line) for line in x86.stdout.splitlines()]
-    print(f"\nclip on arm64 {pi[0]}: faces {[w['faces'] for w in arm]}, counts {[w['counts'] for w in arm]}; "
+    print(f"\nclip on arm64 {suite}: faces {[w['faces'] for w in arm]}, counts {[w['counts'] for w in arm]}; "
           f"x86: faces {[w['faces'] for w in ours]}, counts {[w['counts'] for w in ours]}")
     assert [(w["window_start"], w["frames"]) for w in arm] == [(w["window_start"], w["frames"]) for w in ours]
     assert all(abs(a["faces"] - b["faces"]) <= 1 for a, b in zip(arm, ours, strict=True))
@@ -197,7 +147,7 @@ def test_the_unit_boots_under_the_pis_systemd_and_publishes(pi):
     suite, root, venv = pi
     if suite == arm64_setup.ANSIBLE_SUITE:
         pytest.skip(f"on {suite} the unit is installed, booted and checked by the site.yml test below")
-    video = f"{arm64.VENV}/{site_packages(venv).relative_to(venv)}/edge_agent/samples/test.mp4"
+    video = arm64_setup.installed_sample(venv, "test.mp4")
     box = container.Container(root=root, read_only_binds=[f"{venv}:{arm64.VENV}"])
     with Mosquitto() as broker, Subscriber(broker.port, ["classroom/north/101/pi-arm/#"]) as subscriber, \
             booted(box):
