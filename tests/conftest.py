@@ -23,7 +23,8 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_collection_finish(session):
-    if arm64.unavailable() or not any(item.get_closest_marker("arm64") for item in session.items):
+    if (session.config.option.collectonly or arm64.unavailable()
+            or not any(item.get_closest_marker("arm64") for item in session.items)):
         return
     # A cold arm64 cache costs tens of minutes of emulated builds: fill it from now, in a process
     # of its own; a warm one lets the installs and the fleet begin now, beside the rest of the suite.

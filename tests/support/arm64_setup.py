@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_agent.agent.faces import FaceDetector
 from support import CASCADE, DATA, ansible_lab, arm64, container
 
 # The README's Pi section, run as written (sudo aside: these run as root); pip gets the
@@ -110,8 +111,6 @@ def inputs(top):
         moment = start + (6.0 if path.suffix == ".jpg" else position * 1.0)
         os.utime(path, (moment, moment))
     (top / "analyze.yaml").write_text(ANALYZE_CONFIG)
-    from edge_agent.agent.faces import FaceDetector
-
     gray = cv2.cvtColor(cv2.imread(str(folder / "solvay_conference.jpg")), cv2.COLOR_BGR2GRAY)
     detector = FaceDetector(CASCADE)
     # Crops already at the model's size: cv2.resize's bilinear mode is not bit-exact across
