@@ -99,8 +99,9 @@ class FaceDetector:
             size = (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale)))
             # Bilinear, as the cascade's own pyramid shrinks, in OpenCV's fixed-point form, which
             # gives the same pixels on x86 and arm64. INTER_AREA cost 0.24 ms for a 200 px region
-            # shrunk to 144 (this 0.09 ms), most of the seat search's own work, and found no face
-            # more on the lesson and random-seat benchmarks (edge-agent bench pipeline).
+            # shrunk to 144 (this 0.09 ms); on the lesson and random-seat benchmarks (edge-agent
+            # bench pipeline) the two found the same faces but one at the cascade's threshold,
+            # each way once.
             region = cv2.resize(region, size, interpolation=cv2.INTER_LINEAR_EXACT)
         if self.equalize:
             region = cv2.equalizeHist(region)
