@@ -160,11 +160,14 @@ class Seats:
                                   int(seat.width / margin), int(np.ceil(seat.width * margin))))
         return merge(regions)
 
+    def held(self, boxes: np.ndarray) -> np.ndarray:
+        """For each seat, whether one of ``boxes`` is its face (:func:`_same_face`)."""
+        return _same_face([(seat.x, seat.y) for seat in self.seats], [seat.width for seat in self.seats], boxes,
+                          self.margin)
+
     def missed(self, boxes: np.ndarray) -> int:
         """How many seats none of ``boxes`` is the face of: faces found elsewhere (newcomers) make up for none."""
-        held = _same_face([(seat.x, seat.y) for seat in self.seats], [seat.width for seat in self.seats], boxes,
-                          self.margin)
-        return int(len(held) - held.sum())
+        return int((~self.held(boxes)).sum())
 
     def found_in(self, frame: int) -> list[Seat]:
         """The seats whose face was found in frame number ``frame``."""
@@ -213,9 +216,7 @@ def search_seats(detector: FaceDetector, gray: np.ndarray, seats: Seats, last_fr
     height, width = gray.shape
     first = seats.regions(width, height, seats.found_in(last_frame), CONFIRM)
     confirmed = search_regions(detector, gray, first, min_neighbors)
-    held = _same_face([(seat.x, seat.y) for seat in seats.seats], [seat.width for seat in seats.seats], confirmed,
-                      seats.margin)
-    rest = [seat for seat, done in zip(seats.seats, held, strict=True) if not done]
+    rest = [seat for seat, done in zip(seats.seats, seats.held(confirmed), strict=True) if not done]
     second = merge(seats.regions(width, height, rest) + newcomers)
     found = search_regions(detector, gray, second, min_neighbors)
     return with_others(confirmed, found, seats.margin), area(first) + area(second)
