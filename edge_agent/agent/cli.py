@@ -473,10 +473,10 @@ def build_parser():
     bench_pipeline = bench_commands.add_parser(
         "pipeline", help="ms per frame and faces found: the seed's pipeline against ours",
         description="Face finding on classroom-like frames (1280x720 and 1920x1080, faces cut from real photos, "
-                    "24-120 px with perspective): the seed's search, the previous default and the learned search, "
-                    "ms per frame and faces found by size. Then the whole pipeline, the seed's (Haar 1.1/5/30, one "
-                    "Keras predict() per face) against ours, on a video. One run, one thread. Needs the [model] "
-                    "extra for the seed.")
+                    "24-120 px with perspective): the seed's search, the previous default and the learned search "
+                    "(also with detector.fine_scan), ms per frame and faces found by size. Then the whole "
+                    "pipeline, the seed's (Haar 1.1/5/30, one Keras predict() per face) against ours, on a video. "
+                    "One run, one thread. Needs the [model] extra for the seed.")
     media = SHARED_DATA.parent / "media"
     bench_pipeline.add_argument("--video", type=Path, default=media / "woman2.mp4", help="video (default: %(default)s)")
     bench_pipeline.add_argument("--photo", type=Path, action="append",

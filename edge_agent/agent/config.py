@@ -115,6 +115,10 @@ class DetectorConfig(Section):
         description="shrinking loses the smallest faces (the back rows); search.mode 'learn' is the speed knob")
     threads: Annotated[int, Field(ge=0, le=64)] = Field(1, title="OpenCV threads (0: OpenCV's default)")
     equalize: bool = Field(False, title="Equalise the histogram before detection (dim rooms)")
+    fine_scan: bool = Field(
+        False, title="Scan faces under 53 px (two cascade windows and a step) at every pixel, not every other",
+        description="finds most of the back-row faces the default misses, at about twice the search's time: "
+                    "see the README's face-search figures")
     crop_offsets: tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]] = Field(
         (0.0, 0.0), title="Margin added around each face before labelling, as fractions of its width and height")
     search: SearchConfig = Field(default_factory=SearchConfig)

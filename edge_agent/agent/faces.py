@@ -7,6 +7,7 @@ Boxes are always in the frame's own pixels.
 """
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,27 @@ from ..common.errors import EdgeAgentError
 CASCADE_WINDOW = 24
 
 
+@dataclass(frozen=True)
+class Scan:
+    """How the cascade scans a copy: its ``scale_factor`` ladder, and whether small faces are
+    enlarged to be scanned at every pixel (``fine``).
+
+    OpenCV scans a copy shrunk by a factor above 2 at every pixel and one shrunk less at every other
+    pixel, so a face under two cascade windows wide (48 px) is scanned at every other pixel, where
+    too few windows land on it to make ``min_neighbors`` (the lesson of ``edge-agent bench
+    pipeline`` at 1280x720: 62% of the 32-47 px faces found that way, 98% at every pixel).
+    """
+
+    scale_factor: float = 1.1
+    fine: bool = False
+
+    def copy_scale(self, min_face: float) -> float:
+        """What a region searched for faces ``min_face`` px and wider is resized by: the smallest copy
+        that still scans ``min_face`` at every pixel; never enlarged unless ``fine``."""
+        scale = 2 * CASCADE_WINDOW * self.scale_factor / max(min_face, 1.0)
+        return scale if self.fine else min(1.0, scale)
+
+
 class FaceDetector:
     """A loaded Haar cascade; the defaults are those the emotion model was paired with.
 
@@ -27,7 +49,7 @@ class FaceDetector:
     """
 
     def __init__(self, cascade_path, scale_factor=1.1, min_neighbors=5, min_size=30,
-                 detect_width=0, equalize=False, crop_offsets=(0.0, 0.0)):
+                 detect_width=0, equalize=False, crop_offsets=(0.0, 0.0), fine_scan=False):
         self.path = Path(cascade_path)
         if not self.path.is_file():
             raise EdgeAgentError(f"face cascade file {self.path} does not exist")
@@ -44,6 +66,7 @@ class FaceDetector:
         self.detect_width = detect_width
         self.equalize = equalize
         self.crop_offsets = crop_offsets
+        self.scan = Scan(scale_factor, fine_scan)
         # Time inside detectMultiScale alone, so the pipeline's own overhead can be measured.
         self.cascade_seconds = 0.0
 
@@ -53,7 +76,7 @@ class FaceDetector:
         if detector.threads:
             cv2.setNumThreads(detector.threads)
         return cls(detector.cascade, detector.scale_factor, detector.min_neighbors, detector.min_size,
-                   detector.detect_width, detector.equalize, detector.crop_offsets)
+                   detector.detect_width, detector.equalize, detector.crop_offsets, detector.fine_scan)
 
     def scale_for(self, width):
         """The factor frames of this width are shrunk by before detection (1.0: not at all)."""
@@ -62,10 +85,12 @@ class FaceDetector:
     def detect(self, gray):
         """Boxes ``(x, y, w, h)`` of the faces in a 2-D uint8 image, in its own pixels, as int [N, 4]."""
         scale = self.scale_for(gray.shape[1])
+        if self.scan.fine:
+            scale = max(scale, self.scan.copy_scale(self.min_size))
         small = gray
         if scale != 1.0:
-            size = (self.detect_width, max(1, round(gray.shape[0] * scale)))
-            small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+            size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+            small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR_EXACT)
         if self.equalize:
             small = cv2.equalizeHist(small)
         min_side = max(1, round(self.min_size * scale))
@@ -85,19 +110,19 @@ class FaceDetector:
         """Boxes of faces ``min_face``-``max_face`` px wide inside ``gray[top:bottom, left:right]``.
 
         A region of large faces is shrunk, but never below the copy on which OpenCV would still scan
-        its smallest face with a one-pixel step: OpenCV scans a copy shrunk by a factor above 2 at
-        every pixel and one below at every other pixel, and faces the full-frame search finds are
-        lost at the coarser step (measured: a 57 px face found on the whole frame is missed once
-        shrunk to 37 or 46 px, at any ``min_neighbors``).
+        its smallest face at every pixel (:meth:`Scan.copy_scale`): faces the full-frame search finds
+        are lost at the coarser step (measured: a 57 px face found on the whole frame is missed once
+        shrunk to 37 or 46 px, at any ``min_neighbors``). With a fine scan, a region of small faces
+        is enlarged to that copy.
         """
         min_face = max(min_face, self.min_size)
         if max_face < min_face or bottom - top < min_face or right - left < min_face:
             return np.zeros((0, 4), dtype=np.int64)
         region = gray[top:bottom, left:right]
-        scale = min(1.0, 2 * CASCADE_WINDOW * self.scale_factor / min_face)
+        scale = self.scan.copy_scale(min_face)
         if scale != 1.0:
             size = (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale)))
-            # Bilinear, as the cascade's own pyramid shrinks, in OpenCV's fixed-point form, which
+            # Bilinear, as the cascade's own pyramid resizes, in OpenCV's fixed-point form, which
             # gives the same pixels on x86 and arm64. INTER_AREA cost 0.24 ms for a 200 px region
             # shrunk to 144 (this 0.09 ms); on the lesson and random-seat benchmarks (edge-agent
             # bench pipeline) the two found the same faces but one at the cascade's threshold,
@@ -112,9 +137,13 @@ class FaceDetector:
         boxes = self._cascade.detectMultiScale(region, scaleFactor=self.scale_factor, minNeighbors=neighbors,
                                                minSize=(low, low), maxSize=(high, high))
         self.cascade_seconds += time.perf_counter() - started
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / scale
-        boxes[:, 0] += left
-        boxes[:, 1] += top
+        # Most regions are searched unshrunk: their boxes need only moving, not scaling and rounding.
+        if scale == 1.0 or not len(boxes):
+            boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+            boxes[:, :2] += (left, top)
+            return boxes
+        boxes = np.asarray(boxes, dtype=np.float64) / scale
+        boxes[:, :2] += (left, top)
         return np.rint(boxes).astype(np.int64)
 
     def crops(self, gray, boxes):

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .faces import FaceDetector
+from .faces import FaceDetector, Scan
 from .seats import Motion, Seats, merge, newcomer_regions, region_cost, search_seats, with_others
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,9 @@ class Plan:
         return "; ".join(f"rows {b.top}-{b.bottom}, columns {b.left}-{b.right}: faces {b.min_face}-{b.max_face} px"
                          for b in self.bands)
 
-    def cost(self, width: int, scale_factor: float) -> float:
+    def cost(self, width: int, scan: Scan) -> float:
         """Window positions searching every band costs (:func:`region_cost`)."""
-        return sum(band_cost(b.top, b.bottom, b.min_face, b.max_face, scale_factor) * (min(b.right, width) - b.left)
+        return sum(band_cost(b.top, b.bottom, b.min_face, b.max_face, scan) * (min(b.right, width) - b.left)
                    for b in self.bands)
 
 
@@ -113,12 +113,12 @@ def fit_sizes(cy: np.ndarray, side: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return coefficients, keep
 
 
-def band_cost(top: float, bottom: float, low: float, high: float, scale_factor: float) -> float:
+def band_cost(top: float, bottom: float, low: float, high: float, scan: Scan) -> float:
     """Window positions per frame column that searching a band costs: its rows plus the reach above and below."""
-    return region_cost(1, bottom - top + 2 * REACH * high, low, high, scale_factor)
+    return region_cost(1, bottom - top + 2 * REACH * high, low, high, scan)
 
 
-def plan_bands(observations, width: int, height: int, margin: float, scale_factor: float = 1.1) -> Plan:
+def plan_bands(observations, width: int, height: int, margin: float, scan: Scan) -> Plan:
     """Bands covering the rows where faces were seen, from ``(centre_x, centre_y, width)`` triples."""
     if not len(observations):
         return Plan(())
@@ -148,7 +148,7 @@ def plan_bands(observations, width: int, height: int, margin: float, scale_facto
     # its reach above and below, and widens the sizes all its rows are searched for.
     best = {first: (0.0, [])}
     for j in range(first + 1, last + 2):
-        best[j] = min(((best[i][0] + band_cost(*band(i, j), scale_factor), best[i][1] + [band(i, j)])
+        best[j] = min(((best[i][0] + band_cost(*band(i, j), scan), best[i][1] + [band(i, j)])
                        for i in range(first, j)), key=lambda option: option[0])
     bands = best[last + 1][1]
     # One span of columns for all bands: where faces were seen, the widest face to spare. Per-band
@@ -236,7 +236,7 @@ class LearnedSearch:
             self.full_searches += 1
             self.learned_frames += 1
             self.observations.extend((x + w / 2, y + h / 2, w) for x, y, w, h in boxes.tolist())
-            self.plan = plan_bands(self.observations, *self.frame_size, self.margin, self.detector.scale_factor)
+            self.plan = plan_bands(self.observations, *self.frame_size, self.margin, self.detector.scan)
             self._save(force=self.learned_frames == self.learn_frames)
         if self.seats is not None:
             self.seats.update(boxes, self.frames)
@@ -250,8 +250,8 @@ class LearnedSearch:
             seats = self.seats.regions(width, height)
             newcomers = newcomer_regions(self._changed, seats, self._sizes_for_rows, width, height)
             regions = merge(seats + newcomers)
-            scale_factor = self.detector.scale_factor
-            if self.seats.cost(regions, scale_factor) < self.plan.cost(width, scale_factor):
+            scan = self.detector.scan
+            if self.seats.cost(regions, scan) < self.plan.cost(width, scan):
                 boxes, pixels = search_seats(self.detector, gray, self.seats, self.frames - 1, newcomers, neighbours)
                 self.searched_pixels += pixels
                 for region in newcomers:
@@ -301,7 +301,7 @@ class LearnedSearch:
         if state is not None:
             self.observations.extend(tuple(o) for o in state["observations"])
             self.learned_frames = int(state["learned_frames"])
-            self.plan = plan_bands(self.observations, width, height, self.margin, self.detector.scale_factor)
+            self.plan = plan_bands(self.observations, width, height, self.margin, self.detector.scan)
             log.info("face search: using the bands learned in %s (%s)", self.state_path, self.plan.describe())
 
     def _load(self) -> dict | None:

@@ -209,46 +209,65 @@ def _found(scenes: list[Scene], boxes: list) -> dict:
 
 
 def bench_lesson(scenes: list[Scene], cascade, learn_frames: int, full_every: int) -> dict:
-    """The seed's search and the default learned search, frame by frame, through one lesson.
+    """The seed's search, the default learned search and the same with a fine scan, frame by frame,
+    through one lesson.
 
     The learning frames (the agent's first minute, whole frames) are reported apart from the rest,
     which holds one whole-frame search in ``full_every`` as the agent does.
     """
     cv2.setNumThreads(1)
     seed = FaceDetector(cascade, detect_width=0, **SEED_DETECTOR)
-    ours = LearnedSearch(FaceDetector(cascade, detect_width=0, **SEED_DETECTOR), learn_frames=learn_frames,
-                         full_every=full_every)
-    ms = {"seed": [], "ours": []}
-    boxes = {"seed": [], "ours": []}
-    kinds = []
-    ours_wall = 0.0
+    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, fine_scan=name == "fine", **SEED_DETECTOR),
+                                    learn_frames=learn_frames, full_every=full_every)
+                for name in ("ours", "fine")}
+    finders = {"seed": seed.detect, **{name: search.detect for name, search in searches.items()}}
+    ms = {name: [] for name in finders}
+    boxes = {name: [] for name in finders}
+    kinds = {name: [] for name in searches}
+    walls = dict.fromkeys(searches, 0.0)
     for number, scene in enumerate(scenes):
         if number == learn_frames:
-            ours.detector.cascade_seconds = ours_wall = 0.0
-        for name, detect in (("seed", seed.detect), ("ours", ours.detect)):
+            for name, search in searches.items():
+                search.detector.cascade_seconds = walls[name] = 0.0
+        for name, detect in finders.items():
             started = time.perf_counter()
             boxes[name].append(detect(scene.image))
             ms[name].append((time.perf_counter() - started) * 1000)
-        ours_wall += ms["ours"][-1] / 1000
-        kinds.append(ours.last_search)
+            if name in searches:
+                walls[name] += ms[name][-1] / 1000
+                kinds[name].append(searches[name].last_search)
     parts = {"first": slice(0, learn_frames), "rest": slice(learn_frames, None)}
     rows = {name: {part: {"ms": float(np.mean(ms[name][cut])), **_found(scenes[cut], boxes[name][cut])}
                    for part, cut in parts.items()} for name in ms}
-    rest = kinds[learn_frames:]
+    for name, search in searches.items():
+        rest = kinds[name][learn_frames:]
+        rows[name].update(
+            searches={kind: rest.count(kind) for kind in ("whole", "seats", "bands")},
+            seats_ms=float(np.mean([m for m, k in zip(ms[name][learn_frames:], rest, strict=True)
+                                    if k == "seats"] or [0.0])),
+            seats=len(search.seats),
+            overhead_pct=100.0 * (walls[name] - search.cascade_seconds) / walls[name] if walls[name] else 0.0)
     height, width = scenes[0].image.shape
     return {"frame": f"{width}x{height}", "frames": len(scenes), "learn_frames": learn_frames,
-            "full_every": full_every, "faces": sum(len(s.faces) for s in scenes[learn_frames:]), **rows,
-            "searches": {kind: rest.count(kind) for kind in ("whole", "seats", "bands")},
-            "seats_ms": float(np.mean([m for m, k in zip(ms["ours"][learn_frames:], rest, strict=True)
-                                       if k == "seats"] or [0.0])),
-            "seats": len(ours.seats),
-            "overhead_pct": 100.0 * (ours_wall - ours.cascade_seconds) / ours_wall if ours_wall else 0.0}
+            "full_every": full_every, "faces": sum(len(s.faces) for s in scenes[learn_frames:]), **rows}
+
+
+# Faces this wide and wider are the ones a classroom's search must find nearly all of.
+MOST_FACES_PX = 32
 
 
 def _by_size_cells(row: dict) -> str:
-    """A row's share of faces found in each size bucket, as table cells ("-" where there were none)."""
-    return "".join(f"{100 * share:9.0f}%" if share is not None else f"{'-':>10}"
-                   for share, _ in row["found_by_size"].values())
+    """A row's share of faces found in each size bucket, then of all faces MOST_FACES_PX wide and
+    wider, as table cells ("-" where there were none)."""
+    buckets = row["found_by_size"]
+    wide = [(share, n) for name, (share, n) in buckets.items() if int(name.split("-")[0]) >= MOST_FACES_PX and n]
+    shares = [share for share, _ in buckets.values()]
+    shares.append(sum(share * n for share, n in wide) / sum(n for _, n in wide) if wide else None)
+    return "".join(f"{100 * share:9.0f}%" if share is not None else f"{'-':>10}" for share in shares)
+
+
+def _size_headers(sizes) -> str:
+    return "".join(f"{s:>10}" for s in [*sizes, f">={MOST_FACES_PX}px"])
 
 
 def format_lesson(result: dict) -> str:
@@ -256,25 +275,28 @@ def format_lesson(result: dict) -> str:
     lines = [f"lesson {result['frame']}: the same students in the same seats, {result['frames']} frames, the first "
              f"{result['learn_frames']} (learning: whole frames) apart; one thread",
              f"  {'search':<34}{'frames':>7}{'ms/frame':>9}{'x seed':>7}{'found':>7}"
-             + "".join(f"{s:>10}" for s in sizes) + f"{'false':>7}"]
+             + _size_headers(sizes) + f"{'false':>7}"]
+    labels = {"seed": "seed (Haar 1.1/5/30, whole frame)", "ours": "defaults (seats)", "fine": "fine scan (seats)"}
     for part, title in (("first", "first minute"), ("rest", "after it")):
         seed_ms = result["seed"][part]["ms"]
-        for key, label in (("seed", "seed (Haar 1.1/5/30, whole frame)"), ("ours", "defaults (seats)")):
+        for key, label in labels.items():
             row = result[key][part]
             by_size = _by_size_cells(row)
             frames = result["learn_frames"] if part == "first" else result["frames"] - result["learn_frames"]
             lines.append(f"  {label + ', ' + title:<34}{frames:7d}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x"
                          f"{100 * row['found']:6.1f}%{by_size}{row['false_detections']:7d}")
-    searches = ", ".join(f"{count} {kind}" for kind, count in result["searches"].items())
-    lines.append(f"  after the first minute the defaults searched: {searches} ({result['seats_ms']:.1f} ms per seat "
-                 f"search, {result['seats']} seats at the end); their own work (all but detectMultiScale) "
-                 f"{result['overhead_pct']:.1f}% of their time")
+    for key in ("ours", "fine"):
+        row = result[key]
+        searches = ", ".join(f"{count} {kind}" for kind, count in row["searches"].items())
+        lines.append(f"  after the first minute the {labels[key].split(' (')[0]} searched: {searches} "
+                     f"({row['seats_ms']:.1f} ms per seat search, {row['seats']} seats at the end); their own work "
+                     f"(all but detectMultiScale) {row['overhead_pct']:.1f}% of their time")
     return "\n".join(lines)
 
 
 def bench_search(classroom: Classroom, cascade, learn_frames: int, full_every: int) -> dict:
-    """On random seats: the seed's search, the previous default, the learned bands and the defaults, frame
-    by frame; then the seed's search and the defaults through a lesson (:func:`bench_lesson`).
+    """On random seats: the seed's search, the previous default, the learned bands, the defaults and the
+    defaults with a fine scan, frame by frame; then the same through a lesson (:func:`bench_lesson`).
 
     On random seats, faces found are scored on the frames after learning; the learning frames
     (whole-frame searches) are timed apart, and the steady cost counts one whole frame in
@@ -284,9 +306,9 @@ def bench_search(classroom: Classroom, cascade, learn_frames: int, full_every: i
     scenes = classroom.random_seats()
     seed = FaceDetector(cascade, detect_width=0, **SEED_DETECTOR)
     before = FaceDetector(cascade, detect_width=BEFORE_WIDTH, **SEED_DETECTOR)
-    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, **SEED_DETECTOR), learn_frames=learn_frames,
-                                    full_every=10 ** 9, seats=name == "learned")
-                for name in ("bands", "learned")}
+    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, fine_scan=name == "fine", **SEED_DETECTOR),
+                                    learn_frames=learn_frames, full_every=10 ** 9, seats=name != "bands")
+                for name in ("bands", "learned", "fine")}
     finders = {"seed": seed.detect, "before": before.detect, **{name: s.detect for name, s in searches.items()}}
     ms = {name: [] for name in finders}
     boxes = {name: [] for name in finders}
@@ -325,18 +347,19 @@ def format_search(result: dict) -> str:
     lines = [f"random seats {result['frame']} (new students in new seats every frame): {result['frames']} frames "
              f"after {result['learn_frames']} learning frames, {result['faces']} faces; faces found by width, "
              "one thread",
-             f"  {'search':<34}{'ms/frame':>9}{'x seed':>7}{'found':>7}" + "".join(f"{s:>10}" for s in sizes)
+             f"  {'search':<34}{'ms/frame':>9}{'x seed':>7}{'found':>7}" + _size_headers(sizes)
              + f"{'false':>7}"]
     seed_ms = result["seed"]["ms"]
     names = {"seed": "seed (Haar 1.1/5/30, whole frame)", "before": f"previous default (width {BEFORE_WIDTH})",
              "bands": f"bands only (+1 whole in {result['full_every']})",
-             "learned": f"defaults (+1 whole in {result['full_every']})"}
+             "learned": f"defaults (+1 whole in {result['full_every']})",
+             "fine": f"fine scan (+1 whole in {result['full_every']})"}
     for key, label in names.items():
         row = result[key]
         by_size = _by_size_cells(row)
         lines.append(f"  {label:<34}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x{100 * row['found']:6.1f}%"
                      f"{by_size}{row['false_detections']:7d}")
-    for key, label in (("bands", "bands only"), ("learned", "defaults")):
+    for key, label in (("bands", "bands only"), ("learned", "defaults"), ("fine", "fine scan")):
         row = result[key]
         lines.append(f"  {label}: {row['learning_ms']:.1f} ms per learning frame (whole frames), "
                      f"{row['between_ms']:.1f} ms per frame between whole ones; its own work "

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge_agent.agent.config import parse_config
-from edge_agent.agent.faces import FaceDetector
+from edge_agent.agent.faces import FaceDetector, Scan
 from edge_agent.agent.search import FORMAT, LearnedSearch, describe_state, plan_bands
 from edge_agent.agent.seats import CONFIRM, Region, Seats, merge, search_seats
 from edge_agent.common.config import ConfigError
@@ -125,8 +125,8 @@ def test_a_face_in_a_new_place_is_found_within_the_full_search_period(scenes):
 
 def test_a_stray_huge_detection_does_not_widen_the_bands():
     faces = [(x, 100 + 20 * row, 30 + 8 * row) for row in range(10) for x in (100, 400, 700)]
-    plain = plan_bands(faces, 1280, 720, 1.25)
-    polluted = plan_bands([*faces, (640, 300, 600)], 1280, 720, 1.25)
+    plain = plan_bands(faces, 1280, 720, 1.25, Scan())
+    polluted = plan_bands([*faces, (640, 300, 600)], 1280, 720, 1.25, Scan())
     assert polluted == plain
     assert max(band.max_face for band in plain.bands) < 200
 
@@ -227,6 +227,31 @@ def test_seated_faces_are_kept_by_seat_searches_at_a_fraction_of_a_whole_frame(l
         # Pixels understate the saving: each seat is searched only for sizes near its face.
         assert search.searched_pixels - before < whole_pixels / 2, "a seat search must look at a small part"
     assert search.full_searches == 2
+
+
+def test_a_fine_scan_finds_the_small_faces_a_default_scan_misses_and_keeps_them_in_their_seats():
+    """Back rows only: 26-40 px faces, which OpenCV scans at every other pixel unless enlarged."""
+    faces = faces_from_photos([DATA / "solvay_conference.jpg", DATA / "justin.jpg"], CASCADE, context=CONTEXT)
+    small = build_lesson(faces, np.zeros(len(faces), int), 4, seed=2, face_px=(26, 40), face_fraction=1 / CONTEXT,
+                         away_chance=0.0, late=0)
+    found = {}
+    for fine in (False, True):
+        search = LearnedSearch(FaceDetector(CASCADE, 1.1, 5, 30, fine_scan=fine), learn_frames=2, full_every=1000)
+        found[fine] = [len(match(scene.faces, search.detect(scene.image))) for scene in small]
+        assert search.last_search == "seats"
+    faces_per_frame = len(small[0].faces)
+    assert sum(found[True]) >= 1.2 * sum(found[False]), found
+    assert min(found[True]) >= 0.8 * faces_per_frame, (found, faces_per_frame)
+    # The seats keep what the fine whole-frame search found: they are searched finely too.
+    assert min(found[True][2:]) >= max(found[True][:2]) - 1, found
+
+
+def test_fine_scan_in_the_config_reaches_the_detector():
+    from edge_agent.agent.pipeline import FramePipeline
+
+    fine = FramePipeline.from_config(parse_config("detector:\n  fine_scan: true\n"), keep_state=False)
+    assert fine.detector.scan.fine and fine.finder.detector.scan.fine
+    assert not FramePipeline.from_config(parse_config(""), keep_state=False).detector.scan.fine
 
 
 def test_a_face_that_looks_away_is_found_again_in_its_seat_and_a_long_gone_seat_is_dropped():
