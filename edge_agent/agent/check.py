@@ -54,6 +54,12 @@ def _outbox(config):
 
 
 def _search(config):
+    scan = ("faces under 53 px scanned at every pixel (detector.fine_scan)" if config.detector.fine_scan
+            else "faces under 53 px scanned at every other pixel (detector.fine_scan: false)")
+    return f"{_where(config)}; {scan}"
+
+
+def _where(config):
     search = config.detector.search
     if search.mode == "whole":
         return "every frame searched whole (detector.search.mode: whole)"

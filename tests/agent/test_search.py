@@ -246,12 +246,16 @@ def test_a_fine_scan_finds_the_small_faces_a_default_scan_misses_and_keeps_them_
     assert min(found[True][2:]) >= max(found[True][:2]) - 1, found
 
 
-def test_fine_scan_in_the_config_reaches_the_detector():
+def test_fine_scan_in_the_config_reaches_the_detector_and_check_says_it():
+    from edge_agent.agent.check import _search
     from edge_agent.agent.pipeline import FramePipeline
 
-    fine = FramePipeline.from_config(parse_config("detector:\n  fine_scan: true\n"), keep_state=False)
+    config = parse_config("detector:\n  fine_scan: true\n")
+    fine = FramePipeline.from_config(config, keep_state=False)
     assert fine.detector.scan.fine and fine.finder.detector.scan.fine
+    assert _search(config).endswith("faces under 53 px scanned at every pixel (detector.fine_scan)")
     assert not FramePipeline.from_config(parse_config(""), keep_state=False).detector.scan.fine
+    assert "scanned at every other pixel (detector.fine_scan: false)" in _search(parse_config(""))
 
 
 def test_a_face_that_looks_away_is_found_again_in_its_seat_and_a_long_gone_seat_is_dropped():
