@@ -15,7 +15,7 @@ from ..common.mqtt import probe_broker
 from .capture import CaptureError, Frame, open_source
 from .config import load_config
 from .emotions import EmotionClassifier
-from .faces import FaceDetector
+from .faces import FaceDetector, Scan
 from .outbox import Outbox
 from .pipeline import FramePipeline, search_state_path
 from .search import describe_state
@@ -54,8 +54,9 @@ def _outbox(config):
 
 
 def _search(config):
-    scan = ("faces under 53 px scanned at every pixel (detector.fine_scan)" if config.detector.fine_scan
-            else "faces under 53 px scanned at every other pixel (detector.fine_scan: false)")
+    small = f"faces under {Scan(config.detector.scale_factor).every_pixel_px:.0f} px"
+    scan = (f"{small} scanned at every pixel (detector.fine_scan)" if config.detector.fine_scan
+            else f"{small} scanned at every other pixel (detector.fine_scan: false)")
     return f"{_where(config)}; {scan}"
 
 

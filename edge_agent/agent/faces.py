@@ -33,10 +33,15 @@ class Scan:
     scale_factor: float = 1.1
     fine: bool = False
 
+    @property
+    def every_pixel_px(self) -> float:
+        """The narrowest face OpenCV scans at every pixel: two windows and a scale step (52.8 px at 1.1)."""
+        return 2 * CASCADE_WINDOW * self.scale_factor
+
     def copy_scale(self, min_face: float) -> float:
         """What a region searched for faces ``min_face`` px and wider is resized by: the smallest copy
         that still scans ``min_face`` at every pixel; never enlarged unless ``fine``."""
-        scale = 2 * CASCADE_WINDOW * self.scale_factor / max(min_face, 1.0)
+        scale = self.every_pixel_px / max(min_face, 1.0)
         return scale if self.fine else min(1.0, scale)
 
 

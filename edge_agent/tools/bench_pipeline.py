@@ -29,7 +29,7 @@ from ..agent.emotions import EmotionClassifier
 from ..agent.faces import FaceDetector
 from ..agent.pipeline import FramePipeline
 from ..agent.search import LearnedSearch
-from .classroom import Scene, build_lesson, build_scenes, faces_from_photos, score
+from .classroom import SIZE_BUCKETS, Scene, build_lesson, build_scenes, faces_from_photos, score
 from .keras_model import model_inputs
 
 SEED_DETECTOR = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 30}
@@ -273,9 +273,10 @@ MOST_FACES_PX = 32
 def _by_size_cells(row: dict) -> str:
     """A row's share of faces found in each size bucket, then of all faces MOST_FACES_PX wide and
     wider, as table cells ("-" where there were none)."""
-    buckets = row["found_by_size"]
-    wide = [(share, n) for name, (share, n) in buckets.items() if int(name.split("-")[0]) >= MOST_FACES_PX and n]
-    shares = [share for share, _ in buckets.values()]
+    buckets = row["found_by_size"].values()  # in SIZE_BUCKETS' order (classroom.score)
+    wide = [(share, n) for (low, _), (share, n) in zip(SIZE_BUCKETS, buckets, strict=True)
+            if low >= MOST_FACES_PX and n]
+    shares = [share for share, _ in buckets]
     shares.append(sum(share * n for share, n in wide) / sum(n for _, n in wide) if wide else None)
     return "".join(f"{100 * share:9.0f}%" if share is not None else f"{'-':>10}" for share in shares)
 
