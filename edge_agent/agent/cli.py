@@ -474,7 +474,7 @@ def build_parser():
         "pipeline", help="ms per frame and faces found: the seed's pipeline against ours",
         description="Face finding on classroom-like frames (1280x720 and 1920x1080, faces cut from real photos, "
                     "24-120 px with perspective): the seed's search, the previous default and the learned search "
-                    "(also with detector.fine_scan), ms per frame and faces found by size. Then the whole "
+                    "(also with detector.fine_scan: false), ms per frame and faces found by size. Then the whole "
                     "pipeline, the seed's (Haar 1.1/5/30, one Keras predict() per face) against ours, on a video. "
                     "One run, one thread. Needs the [model] extra for the seed.")
     media = SHARED_DATA.parent / "media"

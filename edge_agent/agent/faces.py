@@ -21,8 +21,8 @@ CASCADE_WINDOW = 24
 
 @dataclass(frozen=True)
 class Scan:
-    """How the cascade scans a copy: its ``scale_factor`` ladder, and whether small faces are
-    enlarged to be scanned at every pixel (``fine``).
+    """How the cascade scans a copy: its ``scale_factor`` ladder, whether small faces are
+    enlarged to be scanned at every pixel (``fine``), and the narrowest face it looks for.
 
     OpenCV scans a copy shrunk by a factor above 2 at every pixel and one shrunk less at every other
     pixel, so a face under two cascade windows wide (48 px) is scanned at every other pixel, where
@@ -32,6 +32,8 @@ class Scan:
 
     scale_factor: float = 1.1
     fine: bool = False
+    # The narrowest face searched for (the detector's ``min_size``), whatever a caller asks.
+    min_face: int = 30
 
     @property
     def every_pixel_px(self) -> float:
@@ -71,7 +73,7 @@ class FaceDetector:
         self.detect_width = detect_width
         self.equalize = equalize
         self.crop_offsets = crop_offsets
-        self.scan = Scan(scale_factor, fine_scan)
+        self.scan = Scan(scale_factor, fine_scan, min_size)
         # Time inside detectMultiScale alone, so the pipeline's own overhead can be measured; and
         # resizing copies for it, which OpenCV would otherwise do inside detectMultiScale, slower.
         self.cascade_seconds = 0.0
@@ -124,7 +126,7 @@ class FaceDetector:
         shrunk to 37 or 46 px, at any ``min_neighbors``). With a fine scan, a region of small faces
         is enlarged to that copy.
         """
-        min_face = max(min_face, self.min_size)
+        min_face = max(min_face, self.scan.min_face)
         if max_face < min_face or bottom - top < min_face or right - left < min_face:
             return np.zeros((0, 4), dtype=np.int64)
         region = gray[top:bottom, left:right]

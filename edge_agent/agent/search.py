@@ -40,7 +40,17 @@ from pathlib import Path
 import numpy as np
 
 from .faces import FaceDetector, Scan
-from .seats import Motion, Seats, merge, newcomer_regions, region_cost, search_seats, with_others
+from .seats import (
+    MOTION_SEAT_REACH,
+    Motion,
+    Seats,
+    default_reach,
+    merge,
+    newcomer_regions,
+    region_cost,
+    search_seats,
+    with_others,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +195,12 @@ class LearnedSearch:
     def __init__(self, detector: FaceDetector, learn_frames: int = 60, full_every: int = 60,
                  margin: float = 1.25, state_path: Path | None = None, camera: str = "",
                  hand_bands: list[tuple[float, float, int, int]] | None = None, seats: bool = True,
-                 seat_frames: int = 60, seat_reach: float = 0.4):
+                 seat_frames: int = 60, seat_reach: float | None = None):
         self.detector = detector
         self.learn_frames, self.full_every, self.margin = learn_frames, full_every, margin
         # Hand-set bands are searched as given, every frame: no seats.
-        self.seats = Seats(seat_frames, seat_reach, margin) if seats and hand_bands is None else None
+        reach = seat_reach if seat_reach is not None else default_reach(detector.scan)
+        self.seats = Seats(seat_frames, reach, margin) if seats and hand_bands is None else None
         self.motion = Motion() if self.seats is not None else None
         self._changed: np.ndarray | None = None
         self.state_path = Path(state_path) if state_path else None
@@ -248,7 +259,8 @@ class LearnedSearch:
         neighbours = max(1, self.detector.min_neighbors - BAND_NEIGHBOURS_LESS)
         if self.seats:
             seats = self.seats.regions(width, height)
-            newcomers = newcomer_regions(self._changed, seats, self._sizes_for_rows, width, height)
+            moving_heads = self.seats.regions(width, height, reach=max(self.seats.reach, MOTION_SEAT_REACH))
+            newcomers = newcomer_regions(self._changed, moving_heads, self._sizes_for_rows, width, height)
             regions = merge(seats + newcomers)
             scan = self.detector.scan
             if self.seats.cost(regions, scan) < self.plan.cost(width, scan):

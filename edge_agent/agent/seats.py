@@ -16,16 +16,20 @@ Invariants:
   search takes five). The full search is left for the seats where that found no face and for
   the others. Students sit still between two frames, and a face holds most of a seat's cost:
   the windows on it run deep into the cascade, at every scale searched.
-- The regions searched in one pass are pairwise disjoint: overlapping ones are merged into their
-  bounding box, searched for every size either asked. A face the full search finds within
+- No two regions searched in one pass hold the same face at the same size: regions that overlap
+  and share a face size are merged into their bounding box, searched for every size either asked.
+  Overlapping regions of sizes apart (a back-row seat beside a large stray box) stay apart: merged,
+  the small face's copy would be made of the whole large region (a fine scan enlarges it; measured
+  at 1920x1080, 0.5 such regions a frame cost 54 ms). A face the full search finds within
   ``SAME_SEAT`` widths and ``margin`` of the size of one the first pass found is that face, and
   is dropped: no face is reported twice. A seat counts as found by the first pass on the same
   terms, so a stray box around a face (the cascade's head and shoulders) never stands for it.
 - Someone who sits down between whole-frame searches changes the frame where no seat is:
   :class:`Motion` compares each frame with the one before at 1/``MOTION_SCALE`` of its size, and
-  each changed patch outside every seat, in rows where faces have been seen, is searched as well
-  (for the face sizes of those rows). Motion inside a seat is a head moving and adds nothing; a
-  patch searched without finding a face is left out for ``MOTION_QUIET_FRAMES`` frames.
+  each changed patch beyond ``MOTION_SEAT_REACH`` of every seat's face, in rows where faces have
+  been seen, is searched as well (for the face sizes of those rows). Motion nearer a seat is its
+  head moving and adds nothing; a patch searched without finding a face is left out for
+  ``MOTION_QUIET_FRAMES`` frames.
 - Seats live in memory only: a start searches its first frame whole, which finds them again.
 - What a seat search costs is counted (:func:`region_cost`) the way a band's is, so the caller
   can search the bands instead when the seats would cost more (a crowded room).
@@ -44,16 +48,21 @@ from .faces import CASCADE_WINDOW, FaceDetector, Scan
 # A face found further than this from a seat's centre (in the seat's face widths) is someone else.
 SAME_SEAT = 0.5
 # A seat whose face was found in the frame before is first searched for faces this many times
-# narrower to wider than it. Tried on the lesson benchmark at 1280x720 (one thread, before stray
-# boxes were told from faces), against the full search's 1.25 (4.0x the seed's speed): 1.1 made
-# it 7.7x but found one 32-47 px face fewer than the seed; 1.12 7.1x, with at least the seed's
-# faces in every size; 1.15 6.2x, one 48-63 px face fewer.
-CONFIRM = 1.12
+# narrower to wider than it: two of the cascade's scales. On the lesson benchmark at 1280x720 (one
+# thread, fine scan, seats reaching 0.3 face widths), paired runs: 1.06 took 100 ms a frame where
+# 1.12 (three scales) took 109, and found the same faces; 74 ms where 1.04 (one scale) took 85,
+# as more faces were missed near their size and searched again in full.
+CONFIRM = 1.06
 # Frames are compared at 1/MOTION_SCALE of their size (sensor noise averages out over the 64
 # pixels of a cell); a cell that changed by more than MOTION_LEVEL grey levels has moved.
 MOTION_HALVINGS = 3
 MOTION_SCALE = 2 ** MOTION_HALVINGS
 MOTION_LEVEL = 16
+# Motion this close to a seat's face, in its widths on each side, is that head moving: a head
+# turning changes the hair and shoulders around it, beyond the seat's own search. Within a seat's
+# reach alone (0.3), the lesson benchmark's moving heads were searched again as newcomers, 1.6
+# times a frame at 22-27 ms each with a fine scan; within 0.6, 0.03 times, and the same faces found.
+MOTION_SEAT_REACH = 0.6
 # A changed patch is searched this many of its rows' largest face widths beyond it on each side:
 # a face only partly changed (a head turning towards the camera) lies wholly inside.
 MOTION_REACH = 0.6
@@ -80,8 +89,10 @@ class Region:
     max_face: int
 
     def overlaps(self, other: Region) -> bool:
+        """Whether the two share pixels and face sizes: a face could be found in both."""
         return (self.left < other.right and other.left < self.right
-                and self.top < other.bottom and other.top < self.bottom)
+                and self.top < other.bottom and other.top < self.bottom
+                and self.min_face <= other.max_face and other.min_face <= self.max_face)
 
     def union(self, other: Region) -> Region:
         return Region(min(self.left, other.left), min(self.top, other.top), max(self.right, other.right),
@@ -89,12 +100,27 @@ class Region:
                       max(self.max_face, other.max_face))
 
 
+def default_reach(scan: Scan) -> float:
+    """How far beyond its face a seat is searched, in face widths, unless set: room for a head's
+    movement between frames and for the windows that find it there.
+
+    A fine scan has twice the windows across a face, and needs less room: on the lesson benchmark at
+    1280x720 (one thread) it found the same 32-47 px faces at 0.3 as at 0.4, in 74 ms a frame where
+    0.4 took 109. At the coarse step 0.3 lost a seated face 0.4 kept (in the seat tests' lesson).
+    """
+    return 0.3 if scan.fine else 0.4
+
+
 def region_cost(width: float, height: float, low: float, high: float, scan: Scan) -> float:
     """Window positions searching a ``width`` x ``height`` region for faces ``low``-``high`` px wide costs.
 
     Counted the way OpenCV scans the copy :meth:`FaceDetector.detect_region` makes: every scale
-    of the ladder from ``low`` to ``high``, 2 px steps below a factor of 2 and 1 px above.
+    of the ladder from ``low`` (no less than ``scan.min_face``) to ``high``, 2 px steps below a
+    factor of 2 and 1 px above.
     """
+    # Rows learned to hold faces narrower than the detector looks for are searched from its
+    # smallest face: counted from theirs, a fine scan's copy came out many times too large.
+    low = max(low, scan.min_face)
     resize = scan.copy_scale(low)
     cost, factor = 0.0, max(1.0, low * resize / CASCADE_WINDOW)
     while factor * CASCADE_WINDOW <= high * resize:
@@ -105,8 +131,9 @@ def region_cost(width: float, height: float, low: float, high: float, scan: Scan
 
 
 def merge(regions: list[Region]) -> list[Region]:
-    """``regions`` with every overlapping pair replaced by its bounding box, until none overlap."""
-    merged: list[Region] = []  # pairwise disjoint throughout
+    """``regions`` with every overlapping pair (:meth:`Region.overlaps`) replaced by its bounding box,
+    until none overlap."""
+    merged: list[Region] = []  # pairwise non-overlapping throughout
     for region in regions:
         # Each region it takes in widens it, so it may now reach one it missed: look again.
         grew = True
@@ -149,13 +176,15 @@ class Seats:
         self.seats = [seat for seat in self.seats if frame - seat.seen < self.keep]
 
     def regions(self, width: int, height: int, seats: list[Seat] | None = None,
-                margin: float | None = None) -> list[Region]:
-        """The disjoint regions that hold ``seats`` (all by default), each searched for sizes within
-        ``margin`` (the seats' own by default) of its face, clipped to a ``width`` x ``height`` frame."""
+                margin: float | None = None, reach: float | None = None) -> list[Region]:
+        """The disjoint regions that hold ``seats`` (all by default), each reaching ``reach`` face
+        widths beyond its face and searched for sizes within ``margin`` of it (the seats' own reach
+        and margin by default), clipped to a ``width`` x ``height`` frame."""
         margin = margin or self.margin
+        reach = self.reach if reach is None else reach
         regions = []
         for seat in self.seats if seats is None else seats:
-            half = seat.width * (0.5 + self.reach)
+            half = seat.width * (0.5 + reach)
             regions.append(Region(max(0, int(seat.x - half)), max(0, int(seat.y - half)),
                                   min(width, int(np.ceil(seat.x + half))), min(height, int(np.ceil(seat.y + half))),
                                   int(seat.width / margin), int(np.ceil(seat.width * margin))))
@@ -181,7 +210,7 @@ class Seats:
 
 def search_regions(detector: FaceDetector, gray: np.ndarray, regions: list[Region],
                    min_neighbors: int) -> np.ndarray:
-    """Boxes found in each of ``regions`` (disjoint, so each face once)."""
+    """Boxes found in each of ``regions`` (none overlapping, so each face once)."""
     found = [detector.detect_region(gray, r.left, r.top, r.right, r.bottom, r.min_face, r.max_face, min_neighbors)
              for r in regions]
     return np.concatenate(found) if found else np.zeros((0, 4), dtype=np.int64)
@@ -270,9 +299,10 @@ class Motion:
 
 def newcomer_regions(changed: np.ndarray | None, seats: list[Region], sizes_for_rows,
                      width: int, height: int) -> list[Region]:
-    """The patches of ``changed`` cells outside every seat region, as regions to search.
+    """The patches of ``changed`` cells outside every one of ``seats``, as regions to search.
 
-    Inside a seat a change is a head moving; the seat's own search covers it. ``sizes_for_rows(top,
+    Near a seat (``seats`` reach ``MOTION_SEAT_REACH``) a change is a head moving; the seat's own
+    search covers it. ``sizes_for_rows(top,
     bottom)`` gives the face sizes ``(low, high)`` of those rows, or None where no face has been seen
     (a ceiling, a wall): nothing is searched there.
     """

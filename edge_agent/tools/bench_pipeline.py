@@ -223,7 +223,7 @@ def _own_work_split(row: dict) -> str:
 
 
 def bench_lesson(scenes: list[Scene], cascade, learn_frames: int, full_every: int) -> dict:
-    """The seed's search, the default learned search and the same with a fine scan, frame by frame,
+    """The seed's search, the default learned search and the same with a coarse scan, frame by frame,
     through one lesson.
 
     The learning frames (the agent's first minute, whole frames) are reported apart from the rest,
@@ -231,9 +231,9 @@ def bench_lesson(scenes: list[Scene], cascade, learn_frames: int, full_every: in
     """
     cv2.setNumThreads(1)
     seed = FaceDetector(cascade, detect_width=0, **SEED_DETECTOR)
-    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, fine_scan=name == "fine", **SEED_DETECTOR),
+    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, fine_scan=name != "coarse", **SEED_DETECTOR),
                                     learn_frames=learn_frames, full_every=full_every)
-                for name in ("ours", "fine")}
+                for name in ("ours", "coarse")}
     finders = {"seed": seed.detect, **{name: search.detect for name, search in searches.items()}}
     ms = {name: [] for name in finders}
     boxes = {name: [] for name in finders}
@@ -291,7 +291,7 @@ def format_lesson(result: dict) -> str:
              f"{result['learn_frames']} (learning: whole frames) apart; one thread",
              f"  {'search':<34}{'frames':>7}{'ms/frame':>9}{'x seed':>7}{'found':>7}"
              + _size_headers(sizes) + f"{'false':>7}"]
-    labels = {"seed": "seed (Haar 1.1/5/30, whole frame)", "ours": "defaults (seats)", "fine": "fine scan (seats)"}
+    labels = {"seed": "seed (Haar 1.1/5/30, whole frame)", "ours": "defaults (seats)", "coarse": "coarse scan (seats)"}
     for part, title in (("first", "first minute"), ("rest", "after it")):
         seed_ms = result["seed"][part]["ms"]
         for key, label in labels.items():
@@ -300,7 +300,7 @@ def format_lesson(result: dict) -> str:
             frames = result["learn_frames"] if part == "first" else result["frames"] - result["learn_frames"]
             lines.append(f"  {label + ', ' + title:<34}{frames:7d}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x"
                          f"{100 * row['found']:6.1f}%{by_size}{row['false_detections']:7d}")
-    for key in ("ours", "fine"):
+    for key in ("ours", "coarse"):
         row = result[key]
         searches = ", ".join(f"{count} {kind}" for kind, count in row["searches"].items())
         lines.append(f"  after the first minute the {labels[key].split(' (')[0]} searched: {searches} "
@@ -311,7 +311,8 @@ def format_lesson(result: dict) -> str:
 
 def bench_search(classroom: Classroom, cascade, learn_frames: int, full_every: int) -> dict:
     """On random seats: the seed's search, the previous default, the learned bands, the defaults and the
-    defaults with a fine scan, frame by frame; then the same through a lesson (:func:`bench_lesson`).
+    defaults with a coarse scan (``fine_scan: false``), frame by frame; then the same through a lesson
+    (:func:`bench_lesson`).
 
     On random seats, faces found are scored on the frames after learning; the learning frames
     (whole-frame searches) are timed apart, and the steady cost counts one whole frame in
@@ -321,9 +322,9 @@ def bench_search(classroom: Classroom, cascade, learn_frames: int, full_every: i
     scenes = classroom.random_seats()
     seed = FaceDetector(cascade, detect_width=0, **SEED_DETECTOR)
     before = FaceDetector(cascade, detect_width=BEFORE_WIDTH, **SEED_DETECTOR)
-    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, fine_scan=name == "fine", **SEED_DETECTOR),
+    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, fine_scan=name != "coarse", **SEED_DETECTOR),
                                     learn_frames=learn_frames, full_every=10 ** 9, seats=name != "bands")
-                for name in ("bands", "learned", "fine")}
+                for name in ("bands", "learned", "coarse")}
     finders = {"seed": seed.detect, "before": before.detect, **{name: s.detect for name, s in searches.items()}}
     ms = {name: [] for name in finders}
     boxes = {name: [] for name in finders}
@@ -368,13 +369,13 @@ def format_search(result: dict) -> str:
     names = {"seed": "seed (Haar 1.1/5/30, whole frame)", "before": f"previous default (width {BEFORE_WIDTH})",
              "bands": f"bands only (+1 whole in {result['full_every']})",
              "learned": f"defaults (+1 whole in {result['full_every']})",
-             "fine": f"fine scan (+1 whole in {result['full_every']})"}
+             "coarse": f"coarse scan (+1 whole in {result['full_every']})"}
     for key, label in names.items():
         row = result[key]
         by_size = _by_size_cells(row)
         lines.append(f"  {label:<34}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x{100 * row['found']:6.1f}%"
                      f"{by_size}{row['false_detections']:7d}")
-    for key, label in (("bands", "bands only"), ("learned", "defaults"), ("fine", "fine scan")):
+    for key, label in (("bands", "bands only"), ("learned", "defaults"), ("coarse", "coarse scan")):
         row = result[key]
         lines.append(f"  {label}: {row['learning_ms']:.1f} ms per learning frame (whole frames), "
                      f"{row['between_ms']:.1f} ms per frame between whole ones; its own work "
@@ -392,7 +393,8 @@ def bench_pipeline(scenes, cascade, model_path, keras_model, repeats=3, learn_fr
     classifier = EmotionClassifier(model_path, num_threads=1)
     rows = []
     for name, frames, true_faces, search in scenes:
-        detector = FaceDetector(cascade, detect_width=0 if search == "learned" else search, **SEED_DETECTOR)
+        detector = FaceDetector(cascade, detect_width=0 if search == "learned" else search, fine_scan=True,
+                                **SEED_DETECTOR)
         finder = LearnedSearch(detector, learn_frames=learn_frames) if search == "learned" else None
         ours = FramePipeline(detector, classifier, finder)
         rows.append({"scene": name, "search": search, **compare(frames, seed, ours, repeats, true_faces)})

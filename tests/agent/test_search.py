@@ -246,16 +246,20 @@ def test_a_fine_scan_finds_the_small_faces_a_default_scan_misses_and_keeps_them_
     assert min(found[True][2:]) >= max(found[True][:2]) - 1, found
 
 
-def test_fine_scan_in_the_config_reaches_the_detector_and_check_says_it():
+def test_the_fine_scan_is_the_default_its_seats_reach_less_and_check_says_both():
     from edge_agent.agent.check import _search
     from edge_agent.agent.pipeline import FramePipeline
 
-    config = parse_config("detector:\n  fine_scan: true\n")
-    fine = FramePipeline.from_config(config, keep_state=False)
-    assert fine.detector.scan.fine and fine.finder.detector.scan.fine
-    assert _search(config).endswith("faces under 53 px scanned at every pixel (detector.fine_scan)")
-    assert not FramePipeline.from_config(parse_config(""), keep_state=False).detector.scan.fine
-    assert "scanned at every other pixel (detector.fine_scan: false)" in _search(parse_config(""))
+    default = parse_config("")
+    fine = FramePipeline.from_config(default, keep_state=False)
+    assert fine.detector.scan.fine and fine.finder.detector.scan.fine and fine.finder.seats.reach == 0.3
+    assert _search(default).endswith("faces under 53 px scanned at every pixel (detector.fine_scan)")
+    assert "searched 0.3 face widths around it" in _search(default)
+    config = parse_config("detector:\n  fine_scan: false\n")
+    coarse = FramePipeline.from_config(config, keep_state=False)
+    assert not coarse.detector.scan.fine and coarse.finder.seats.reach == 0.4, "a coarse scan needs more room"
+    assert "scanned at every other pixel (detector.fine_scan: false)" in _search(config)
+    assert "searched 0.4 face widths around it" in _search(config)
 
 
 def test_a_face_that_looks_away_is_found_again_in_its_seat_and_a_long_gone_seat_is_dropped():
@@ -393,16 +397,18 @@ def test_a_face_found_near_its_size_is_not_reported_again_by_a_neighbours_full_s
     assert np.abs(boxes[0] - left).max() <= 3
 
 
-def test_merged_regions_are_disjoint_and_hold_every_region_asked():
+def test_merged_regions_share_no_face_and_hold_every_region_asked():
+    # The last: a large stray box over the first seats, for sizes none of them searches.
     asked = [Region(0, 0, 50, 50, 30, 40), Region(40, 40, 90, 90, 35, 50), Region(85, 0, 120, 45, 30, 36),
-             Region(300, 300, 340, 340, 30, 36)]
+             Region(300, 300, 340, 340, 30, 36), Region(0, 0, 200, 200, 80, 120)]
     merged = merge(asked)
-    assert len(merged) == 2
+    assert len(merged) == 3, "the large box is searched apart: merged, its region would be searched for 30 px faces"
     assert all(not a.overlaps(b) for i, a in enumerate(merged) for b in merged[i + 1:])
     for region in asked:
         holder = [m for m in merged if m.left <= region.left and m.right >= region.right
-                  and m.top <= region.top and m.bottom >= region.bottom]
-        assert len(holder) == 1 and holder[0].min_face <= region.min_face <= region.max_face <= holder[0].max_face
+                  and m.top <= region.top and m.bottom >= region.bottom
+                  and m.min_face <= region.min_face <= region.max_face <= m.max_face]
+        assert len(holder) == 1
 
 
 def test_seats_stop_where_the_students_moved_and_the_bands_find_them(scenes):
