@@ -59,10 +59,12 @@ MOTION_HALVINGS = 3
 MOTION_SCALE = 2 ** MOTION_HALVINGS
 MOTION_LEVEL = 16
 # Motion this close to a seat's face, in its widths on each side, is that head moving: a head
-# turning changes the hair and shoulders around it, beyond the seat's own search. Within a seat's
-# reach alone (0.3), the lesson benchmark's moving heads were searched again as newcomers, 1.6
-# times a frame at 22-27 ms each with a fine scan; within 0.6, 0.03 times, and the same faces found.
-MOTION_SEAT_REACH = 0.6
+# turning changes the hair and shoulders around it, beyond the seat's own search. On the lesson
+# benchmark at 1280x720 (fine scan, seats reaching 0.3): within 0.3, moving heads were searched
+# again as newcomers (1.6 times a frame, 22-27 ms each) and a frame took 111 ms; within 0.4, 85 ms.
+# Within 0.6 took 76 ms, but hid a late arrival sitting down between two seated students until
+# the next whole frame (89% of the 48-63 px faces found, against 100%).
+MOTION_SEAT_REACH = 0.4
 # A changed patch is searched this many of its rows' largest face widths beyond it on each side:
 # a face only partly changed (a head turning towards the camera) lies wholly inside.
 MOTION_REACH = 0.6
