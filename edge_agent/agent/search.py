@@ -259,7 +259,7 @@ class LearnedSearch:
         neighbours = max(1, self.detector.min_neighbors - BAND_NEIGHBOURS_LESS)
         if self.seats:
             seats = self.seats.regions(width, height)
-            moving_heads = self.seats.regions(width, height, reach=max(self.seats.reach, MOTION_SEAT_REACH))
+            moving_heads = self.seats.around(width, height, reach=max(self.seats.reach, MOTION_SEAT_REACH))
             newcomers = newcomer_regions(self._changed, moving_heads, self._sizes_for_rows, width, height)
             regions = merge(seats + newcomers)
             scan = self.detector.scan

@@ -165,32 +165,43 @@ class Seats:
 
     def update(self, boxes: np.ndarray, frame: int) -> None:
         """Move each seat to the face found in it in frame number ``frame``; add new ones, drop stale ones."""
-        free = set(range(len(self.seats)))
-        for x, y, w, h in np.asarray(boxes).reshape(-1, 4).tolist():
-            cx, cy = x + w / 2, y + h / 2
-            near = [(math.hypot(cx - self.seats[k].x, cy - self.seats[k].y), k) for k in free]
-            distance, nearest = min(near, default=(np.inf, -1))
-            if nearest >= 0 and distance <= SAME_SEAT * self.seats[nearest].width:
-                free.discard(nearest)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        centres = _centres(boxes)
+        # Distances to the seats as they were: a seat a face moved, or one it started, is no one else's.
+        distances = np.full((len(boxes), len(self.seats)), np.inf)
+        reach = SAME_SEAT * np.array([seat.width for seat in self.seats])
+        if self.seats:
+            places = np.array([(seat.x, seat.y) for seat in self.seats])
+            distances = np.hypot(*np.moveaxis(centres[:, None, :] - places[None], -1, 0))
+        for (cx, cy), w, near in zip(centres.tolist(), boxes[:, 2].tolist(), distances, strict=True):
+            nearest = int(np.argmin(near)) if len(near) else -1
+            if nearest >= 0 and near[nearest] <= reach[nearest]:
+                distances[:, nearest] = np.inf
                 self.seats[nearest] = Seat(cx, cy, w, frame)
             else:
                 self.seats.append(Seat(cx, cy, w, frame))
         self.seats = [seat for seat in self.seats if frame - seat.seen < self.keep]
 
     def regions(self, width: int, height: int, seats: list[Seat] | None = None,
-                margin: float | None = None, reach: float | None = None) -> list[Region]:
-        """The disjoint regions that hold ``seats`` (all by default), each reaching ``reach`` face
-        widths beyond its face and searched for sizes within ``margin`` of it (the seats' own reach
-        and margin by default), clipped to a ``width`` x ``height`` frame."""
+                margin: float | None = None) -> list[Region]:
+        """The regions to search for ``seats`` (all by default): :meth:`around` them, merged where
+        they overlap."""
+        return merge(self.around(width, height, seats, margin))
+
+    def around(self, width: int, height: int, seats: list[Seat] | None = None, margin: float | None = None,
+               reach: float | None = None) -> list[Region]:
+        """A region for each of ``seats`` (all by default), reaching ``reach`` face widths beyond its
+        face and for sizes within ``margin`` of it (the seats' own reach and margin by default),
+        clipped to a ``width`` x ``height`` frame; they may overlap."""
         margin = margin or self.margin
         reach = self.reach if reach is None else reach
         regions = []
         for seat in self.seats if seats is None else seats:
             half = seat.width * (0.5 + reach)
             regions.append(Region(max(0, int(seat.x - half)), max(0, int(seat.y - half)),
-                                  min(width, int(np.ceil(seat.x + half))), min(height, int(np.ceil(seat.y + half))),
-                                  int(seat.width / margin), int(np.ceil(seat.width * margin))))
-        return merge(regions)
+                                  min(width, math.ceil(seat.x + half)), min(height, math.ceil(seat.y + half)),
+                                  int(seat.width / margin), math.ceil(seat.width * margin)))
+        return regions
 
     def held(self, boxes: np.ndarray) -> np.ndarray:
         """For each seat, whether one of ``boxes`` is its face (:func:`_same_face`)."""
