@@ -112,7 +112,7 @@ def test_analyze_reads_the_clip_on_the_pi(setup, suite, inputs):
     """The video decoded on arm64: same windows and frames; its pixels come out of FFmpeg's colour
     conversion a level or so apart from x86's, so faces at the cascade's threshold may differ."""
     done = emulated(setup, suite, "analyze clip")
-    x86 = run_cli("analyze", "--config", inputs / "analyze.yaml", "--start", arm64_setup.START, "--sample-fps",
+    x86 = run_cli("analyze", "--config", inputs / "analyze-clip.yaml", "--start", arm64_setup.START, "--sample-fps",
                   arm64_setup.SAMPLE_FPS, "--json", DATA / "test.mp4")
     arm = [json.loads(line) for line in done.stdout.splitlines()]
     ours = [json.loads(line) for line in x86.stdout.splitlines()]
