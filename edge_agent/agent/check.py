@@ -19,7 +19,7 @@ from .faces import FaceDetector, Scan
 from .outbox import Outbox
 from .pipeline import FramePipeline, search_state_path
 from .search import describe_state
-from .seats import default_reach
+from .seats import reach_for
 from .snapshot import draw_snapshot, encode, search_bands, writable_target, write_private
 
 
@@ -70,14 +70,9 @@ def _where(config):
     learned = describe_state(search_state_path(config))
     if not search.seats:
         return f"{learned}; between whole frames (one in {search.full_every}) the bands"
+    reach = reach_for(Scan(fine=config.detector.fine_scan), search.seat_reach)
     return (f"{learned}; between whole frames (one in {search.full_every}) the seats: each face found in the last "
-            f"{search.seat_frames} frames, searched {_seat_reach(config):g} face widths around it (the bands when "
-            "there are none)")
-
-
-def _seat_reach(config) -> float:
-    reach = config.detector.search.seat_reach
-    return reach if reach is not None else default_reach(Scan(fine=config.detector.fine_scan))
+            f"{search.seat_frames} frames, searched {reach:g} face widths around it (the bands when there are none)")
 
 
 def _broker(config):

@@ -44,9 +44,9 @@ from .seats import (
     MOTION_SEAT_REACH,
     Motion,
     Seats,
-    default_reach,
     merge,
     newcomer_regions,
+    reach_for,
     region_cost,
     search_seats,
     with_others,
@@ -199,8 +199,8 @@ class LearnedSearch:
         self.detector = detector
         self.learn_frames, self.full_every, self.margin = learn_frames, full_every, margin
         # Hand-set bands are searched as given, every frame: no seats.
-        reach = seat_reach if seat_reach is not None else default_reach(detector.scan)
-        self.seats = Seats(seat_frames, reach, margin) if seats and hand_bands is None else None
+        self.seats = (Seats(seat_frames, reach_for(detector.scan, seat_reach), margin)
+                      if seats and hand_bands is None else None)
         self.motion = Motion() if self.seats is not None else None
         self._changed: np.ndarray | None = None
         self.state_path = Path(state_path) if state_path else None

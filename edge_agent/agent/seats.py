@@ -102,14 +102,16 @@ class Region:
                       max(self.max_face, other.max_face))
 
 
-def default_reach(scan: Scan) -> float:
-    """How far beyond its face a seat is searched, in face widths, unless set: room for a head's
-    movement between frames and for the windows that find it there.
+def reach_for(scan: Scan, asked: float | None = None) -> float:
+    """How far beyond its face a seat is searched, in face widths: ``asked`` where set, else room
+    for a head's movement between frames and for the windows that find it there.
 
     A fine scan has twice the windows across a face, and needs less room: on the lesson benchmark at
     1280x720 (one thread) it found the same 32-47 px faces at 0.3 as at 0.4, in 74 ms a frame where
     0.4 took 109. At the coarse step 0.3 lost a seated face 0.4 kept (in the seat tests' lesson).
     """
+    if asked is not None:
+        return asked
     return 0.3 if scan.fine else 0.4
 
 
@@ -315,9 +317,8 @@ def newcomer_regions(changed: np.ndarray | None, seats: list[Region], sizes_for_
     """The patches of ``changed`` cells outside every one of ``seats``, as regions to search.
 
     Near a seat (``seats`` reach ``MOTION_SEAT_REACH``) a change is a head moving; the seat's own
-    search covers it. ``sizes_for_rows(top,
-    bottom)`` gives the face sizes ``(low, high)`` of those rows, or None where no face has been seen
-    (a ceiling, a wall): nothing is searched there.
+    search covers it. ``sizes_for_rows(top, bottom)`` gives the face sizes ``(low, high)`` of those
+    rows, or None where no face has been seen (a ceiling, a wall): nothing is searched there.
     """
     if changed is None:
         return []
