@@ -1,7 +1,7 @@
 """Find faces in a gray frame with OpenCV's Haar cascade, and cut them out for labelling.
 
 Two ways to search: the whole frame over every face size (:meth:`FaceDetector.detect`), or one
-region over a band of face sizes (:meth:`FaceDetector.detect_region`), which
+region over a band of face sizes (:meth:`FaceDetector.detect_regions`), which
 :mod:`edge_agent.agent.search` uses to search each part of a classroom only for the faces it holds.
 Boxes are always in the frame's own pixels.
 """
@@ -41,10 +41,16 @@ class Scan:
         return 2 * CASCADE_WINDOW * self.scale_factor
 
     def copy_scale(self, min_face: float) -> float:
-        """What a region searched for faces ``min_face`` px and wider is resized by: the smallest copy
-        that still scans ``min_face`` at every pixel; never enlarged unless ``fine``."""
-        scale = self.every_pixel_px / max(min_face, 1.0)
-        return scale if self.fine else min(1.0, scale)
+        """What a region searched for faces ``min_face`` px and wider is enlarged by: with ``fine``, so
+        that ``min_face`` is scanned at every pixel; never shrunk.
+
+        Faces wider than ``every_pixel_px`` are already scanned at every pixel, and OpenCV's pyramid
+        shrinks the region for them as it does a whole frame. Shrinking it first to the copy that
+        still scans them at every pixel cost as much in all (on the lessons of ``edge-agent bench
+        pipeline``, one thread: 73.7 against 74.6 ms a frame at 1280x720, 107.7 against 107.9 at
+        1920x1080), found the same faces, and made 10 more false detections at 1920x1080 (103).
+        """
+        return max(1.0, self.every_pixel_px / max(min_face, 1.0)) if self.fine else 1.0
 
 
 class FaceDetector:
@@ -118,45 +124,58 @@ class FaceDetector:
 
     def detect_region(self, gray: np.ndarray, left: int, top: int, right: int, bottom: int,
                       min_face: int, max_face: int, min_neighbors: int | None = None) -> np.ndarray:
-        """Boxes of faces ``min_face``-``max_face`` px wide inside ``gray[top:bottom, left:right]``.
+        """Boxes of faces ``min_face``-``max_face`` px wide inside ``gray[top:bottom, left:right]``
+        (:meth:`detect_regions`)."""
+        return self.detect_regions(gray, [(left, top, right, bottom, min_face, max_face)], min_neighbors)
 
-        A region of large faces is shrunk, but never below the copy on which OpenCV would still scan
-        its smallest face at every pixel (:meth:`Scan.copy_scale`): faces the full-frame search finds
-        are lost at the coarser step (measured: a 57 px face found on the whole frame is missed once
-        shrunk to 37 or 46 px, at any ``min_neighbors``). With a fine scan, a region of small faces
-        is enlarged to that copy.
+    def detect_regions(self, gray: np.ndarray, regions, min_neighbors: int | None = None) -> np.ndarray:
+        """Boxes, in frame pixels, of the faces in each of ``regions``, in their order: for each
+        ``(left, top, right, bottom, min_face, max_face)``, faces ``min_face``-``max_face`` px wide
+        inside ``gray[top:bottom, left:right]``.
+
+        With a fine scan, a region of faces under two cascade windows is first enlarged so that its
+        smallest face is scanned at every pixel (:meth:`Scan.copy_scale`); it is never shrunk below
+        that, which loses faces the full-frame search finds (measured: a 57 px face found on the
+        whole frame is missed once shrunk to 37 or 46 px, at any ``min_neighbors``).
         """
-        min_face = max(min_face, self.scan.min_face)
-        if max_face < min_face or bottom - top < min_face or right - left < min_face:
-            return np.zeros((0, 4), dtype=np.int64)
-        region = gray[top:bottom, left:right]
-        scale = self.scan.copy_scale(min_face)
-        if scale != 1.0:
-            size = (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale)))
-            # Bilinear, as the cascade's own pyramid resizes, in OpenCV's fixed-point form, which
-            # gives the same pixels on x86 and arm64. INTER_AREA cost 0.24 ms for a 200 px region
-            # shrunk to 144 (this 0.09 ms); on the lesson and random-seat benchmarks (edge-agent
-            # bench pipeline) the two found the same faces but one at the cascade's threshold,
-            # each way once.
-            started = time.perf_counter()
-            region = cv2.resize(region, size, interpolation=cv2.INTER_LINEAR_EXACT)
-            self.resize_seconds += time.perf_counter() - started
-        if self.equalize:
-            region = cv2.equalizeHist(region)
-        low = max(CASCADE_WINDOW, int(min_face * scale))
-        high = max(low, round(max_face * scale))
-        started = time.perf_counter()
         neighbors = self.min_neighbors if min_neighbors is None else min_neighbors
-        boxes = self._cascade.detectMultiScale(region, scaleFactor=self.scale_factor, minNeighbors=neighbors,
-                                               minSize=(low, low), maxSize=(high, high))
-        self.cascade_seconds += time.perf_counter() - started
-        # Most regions are searched unshrunk: their boxes need only moving, not scaling and rounding.
-        if scale == 1.0 or not len(boxes):
-            boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
-            boxes[:, :2] += (left, top)
-            return boxes
-        boxes = np.asarray(boxes, dtype=np.float64) / scale
-        boxes[:, :2] += (left, top)
+        # This loop runs forty times a frame between whole ones: what it looks up is looked up once,
+        # and the boxes are moved and scaled back to the frame all at once, not region by region.
+        cascade, scan, equalize, clock = self._cascade, self.scan, self.equalize, time.perf_counter
+        resizing = detecting = 0.0
+        found, scales, corners = [], [], []
+        for left, top, right, bottom, min_face, max_face in regions:
+            min_face = max(min_face, scan.min_face)
+            if max_face < min_face or bottom - top < min_face or right - left < min_face:
+                continue
+            region = gray[top:bottom, left:right]
+            scale = scan.copy_scale(min_face)
+            if scale != 1.0:
+                size = (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale)))
+                # Bilinear, as the cascade's own pyramid resizes, in OpenCV's fixed-point form, which
+                # gives the same pixels on x86 and arm64.
+                started = clock()
+                region = cv2.resize(region, size, interpolation=cv2.INTER_LINEAR_EXACT)
+                resizing += clock() - started
+            if equalize:
+                region = cv2.equalizeHist(region)
+            low = max(CASCADE_WINDOW, int(min_face * scale))
+            high = max(low, round(max_face * scale))
+            started = clock()
+            boxes = cascade.detectMultiScale(region, scaleFactor=self.scale_factor, minNeighbors=neighbors,
+                                             minSize=(low, low), maxSize=(high, high))
+            detecting += clock() - started
+            if len(boxes):
+                found.append(boxes)
+                scales.append(scale)
+                corners.append((left, top))
+        self.resize_seconds += resizing
+        self.cascade_seconds += detecting
+        if not found:
+            return np.zeros((0, 4), dtype=np.int64)
+        counts = [len(boxes) for boxes in found]
+        boxes = np.concatenate(found).astype(np.float64) / np.repeat(scales, counts)[:, None]
+        boxes[:, :2] += np.repeat(corners, counts, axis=0)
         return np.rint(boxes).astype(np.int64)
 
     def crops(self, gray, boxes):

@@ -352,9 +352,9 @@ class Recording(FaceDetector):
         super().__init__(CASCADE, 1.1, 5, 30)
         self.asked = []
 
-    def detect_region(self, gray, left, top, right, bottom, min_face, max_face, min_neighbors=None):
-        self.asked.append((min_face, max_face))
-        return super().detect_region(gray, left, top, right, bottom, min_face, max_face, min_neighbors)
+    def detect_regions(self, gray, regions, min_neighbors=None):
+        self.asked.extend((min_face, max_face) for *_, min_face, max_face in regions)
+        return super().detect_regions(gray, regions, min_neighbors)
 
 
 def test_a_face_found_in_the_frame_before_is_looked_for_near_its_size_and_in_full_only_when_missed():
