@@ -1,7 +1,7 @@
 """Find faces in a gray frame with OpenCV's Haar cascade, and cut them out for labelling.
 
-Two ways to search: the whole frame over every face size (:meth:`FaceDetector.detect`), or one
-region over a band of face sizes (:meth:`FaceDetector.detect_regions`), which
+Two ways to search: the whole frame over every face size (:meth:`FaceDetector.detect`), or regions,
+each over a band of face sizes (:meth:`FaceDetector.detect_regions`), which
 :mod:`edge_agent.agent.search` uses to search each part of a classroom only for the faces it holds.
 Boxes are always in the frame's own pixels.
 """
@@ -40,17 +40,13 @@ class Scan:
         """The narrowest face OpenCV scans at every pixel: two windows and a scale step (52.8 px at 1.1)."""
         return 2 * CASCADE_WINDOW * self.scale_factor
 
-    def copy_scale(self, min_face: float) -> float:
-        """What a region searched for faces ``min_face`` px and wider is enlarged by: with ``fine``, so
-        that ``min_face`` is scanned at every pixel; never shrunk.
-
-        Faces wider than ``every_pixel_px`` are already scanned at every pixel, and OpenCV's pyramid
-        shrinks the region for them as it does a whole frame. Shrinking it first to the copy that
-        still scans them at every pixel cost as much in all (on the lessons of ``edge-agent bench
-        pipeline``, one thread: 73.7 against 74.6 ms a frame at 1280x720, 107.7 against 107.9 at
-        1920x1080), found the same faces, and made 10 more false detections at 1920x1080 (103).
-        """
-        return max(1.0, self.every_pixel_px / max(min_face, 1.0)) if self.fine else 1.0
+    def copy_scale(self, min_face: float, shrink: bool = True) -> float:
+        """What a region searched for faces ``min_face`` px and wider is resized by: to the copy that
+        scans ``min_face`` at every pixel, enlarged only when ``fine``, shrunk only when ``shrink``."""
+        scale = self.every_pixel_px / max(min_face, 1.0)
+        if scale > 1.0:
+            return scale if self.fine else 1.0
+        return scale if shrink else 1.0
 
 
 class FaceDetector:
@@ -122,21 +118,24 @@ class FaceDetector:
             boxes /= scale
         return np.rint(boxes).astype(np.int64)
 
-    def detect_region(self, gray: np.ndarray, left: int, top: int, right: int, bottom: int,
-                      min_face: int, max_face: int, min_neighbors: int | None = None) -> np.ndarray:
-        """Boxes of faces ``min_face``-``max_face`` px wide inside ``gray[top:bottom, left:right]``
-        (:meth:`detect_regions`)."""
-        return self.detect_regions(gray, [(left, top, right, bottom, min_face, max_face)], min_neighbors)
-
-    def detect_regions(self, gray: np.ndarray, regions, min_neighbors: int | None = None) -> np.ndarray:
+    def detect_regions(self, gray: np.ndarray, regions, min_neighbors: int | None = None,
+                       shrink: bool = False) -> np.ndarray:
         """Boxes, in frame pixels, of the faces in each of ``regions``, in their order: for each
         ``(left, top, right, bottom, min_face, max_face)``, faces ``min_face``-``max_face`` px wide
         inside ``gray[top:bottom, left:right]``.
 
         With a fine scan, a region of faces under two cascade windows is first enlarged so that its
-        smallest face is scanned at every pixel (:meth:`Scan.copy_scale`); it is never shrunk below
-        that, which loses faces the full-frame search finds (measured: a 57 px face found on the
-        whole frame is missed once shrunk to 37 or 46 px, at any ``min_neighbors``).
+        smallest face is scanned at every pixel (:meth:`Scan.copy_scale`). With ``shrink``, a region
+        of larger faces is shrunk, but never below that copy, which loses faces the full-frame
+        search finds (measured: a 57 px face found on the whole frame is missed once shrunk to 37 or
+        46 px, at any ``min_neighbors``).
+
+        Shrinking is for bands (:mod:`edge_agent.agent.search`), not seats. A seat's region is small,
+        and forty of them a frame each paid a resize's fixed cost of 20-30 us for no saving
+        (0.7% of the 1280x720 lesson's frame time; OpenCV's pyramid shrinks the region anyway),
+        and found the same faces. Bands left unshrunk missed a 119 px face the seed finds in 3 of
+        60 random-seat frames at 1280x720 (a face at the cascade's threshold flips with the size of
+        the copy searched), and found none that shrunk bands missed.
         """
         neighbors = self.min_neighbors if min_neighbors is None else min_neighbors
         # This loop runs forty times a frame between whole ones: what it looks up is looked up once,
@@ -149,7 +148,7 @@ class FaceDetector:
             if max_face < min_face or bottom - top < min_face or right - left < min_face:
                 continue
             region = gray[top:bottom, left:right]
-            scale = scan.copy_scale(min_face)
+            scale = scan.copy_scale(min_face, shrink)
             if scale != 1.0:
                 size = (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale)))
                 # Bilinear, as the cascade's own pyramid resizes, in OpenCV's fixed-point form, which

@@ -7,7 +7,7 @@ seats (:mod:`edge_agent.agent.seats`: small regions around the faces found latel
 their seats all lesson) and the patches that changed since the last frame outside them (someone
 sitting down), or, when there are none or they would cost more, horizontal bands of
 rows, each for the face sizes seen there (widened by ``margin``), each on the smallest copy of its
-rows that still holds its smallest face (:meth:`FaceDetector.detect_region`).
+rows that still holds its smallest face (:meth:`FaceDetector.detect_regions`).
 
 Invariants:
 - A whole frame is searched at least every ``full_every`` frames (and first after every start),
@@ -182,8 +182,8 @@ def search_bands(detector: FaceDetector, gray: np.ndarray, plan: Plan) -> np.nda
     height, width = gray.shape
     found = []
     for band in plan.bands:
-        boxes = detector.detect_region(gray, *band_region(band, width, height), band.min_face, band.max_face,
-                                       max(1, detector.min_neighbors - BAND_NEIGHBOURS_LESS))
+        boxes = detector.detect_regions(gray, [(*band_region(band, width, height), band.min_face, band.max_face)],
+                                        max(1, detector.min_neighbors - BAND_NEIGHBOURS_LESS), shrink=True)
         centres = boxes[:, 1] + boxes[:, 3] / 2
         found.append(boxes[(centres >= band.top) & (centres < band.bottom)])
     return np.concatenate(found) if found else np.zeros((0, 4), dtype=np.int64)
