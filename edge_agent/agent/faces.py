@@ -8,6 +8,7 @@ Boxes are always in the frame's own pixels.
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -35,7 +36,7 @@ class Scan:
     # The narrowest face searched for (the detector's ``min_size``), whatever a caller asks.
     min_face: int = 30
 
-    @property
+    @cached_property
     def every_pixel_px(self) -> float:
         """The narrowest face OpenCV scans at every pixel: two windows and a scale step (52.8 px at 1.1)."""
         return 2 * CASCADE_WINDOW * self.scale_factor

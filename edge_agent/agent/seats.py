@@ -177,11 +177,18 @@ class Seats:
         if self.seats:
             places = np.array([(seat.x, seat.y) for seat in self.seats])
             distances = np.hypot(*np.moveaxis(centres[:, None, :] - places[None], -1, 0))
-        for (cx, cy), w, near in zip(centres.tolist(), boxes[:, 2].tolist(), distances, strict=True):
-            nearest = int(np.argmin(near)) if len(near) else -1
-            if nearest >= 0 and near[nearest] <= reach[nearest]:
-                distances[:, nearest] = np.inf
-                self.seats[nearest] = Seat(cx, cy, w, frame)
+        # Each face takes the nearest seat within reach that no face before it took. Most frames no
+        # two faces are nearest the same seat, and each face's nearest is its own: one look for all.
+        taken = np.full(len(boxes), -1)
+        if self.seats and len(boxes):
+            nearest = distances.argmin(axis=1)
+            if len(np.unique(nearest)) < len(nearest):
+                taken = _in_turn(distances, reach)
+            else:
+                taken = np.where(distances[np.arange(len(boxes)), nearest] <= reach[nearest], nearest, -1)
+        for (cx, cy), w, k in zip(centres.tolist(), boxes[:, 2].tolist(), taken.tolist(), strict=True):
+            if k >= 0:
+                self.seats[k] = Seat(cx, cy, w, frame)
             else:
                 self.seats.append(Seat(cx, cy, w, frame))
         self.seats = [seat for seat in self.seats if frame - seat.seen < self.keep]
@@ -223,6 +230,19 @@ class Seats:
     def cost(self, regions: list[Region], scan: Scan) -> float:
         return sum(region_cost(r.right - r.left, r.bottom - r.top, r.min_face, r.max_face, scan)
                    for r in regions)
+
+
+def _in_turn(distances: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """For each row (a face) in turn, the nearest column (a seat) within that column's ``reach``
+    that no row before it took, or -1 where there is none."""
+    distances = distances.copy()
+    taken = np.full(len(distances), -1)
+    for row, near in enumerate(distances):
+        k = int(near.argmin())
+        if near[k] <= reach[k]:
+            taken[row] = k
+            distances[:, k] = np.inf
+    return taken
 
 
 def _centres(boxes: np.ndarray) -> np.ndarray:
