@@ -175,6 +175,17 @@ def test_hand_set_bands_are_used_as_given(scenes):
     assert [(b.top, b.bottom) for b in search.plan.bands] == [(0, 360), (360, 720)]
 
 
+def test_a_face_on_a_bands_edge_found_only_by_the_next_band_is_kept_once():
+    # The top band cannot find this 99 px face; the bottom band's reach holds it whole, but its centre
+    # (y 344) lies in the top band's rows, where each band used to leave it to the other.
+    search = LearnedSearch(detector(), hand_bands=[(0.0, 0.5, 30, 60), (0.5, 1.0, 60, 130)])
+    boxes = search.detect(frame_with((500, 255)))
+    assert len(boxes) == 1 and abs(boxes[0, 1] + boxes[0, 3] / 2 - 344) < 10 and boxes[0, 2] > 90
+    # Found by both bands, it is reported once.
+    both = LearnedSearch(detector(), hand_bands=[(0.0, 0.5, 30, 130), (0.5, 1.0, 60, 130)])
+    assert len(both.detect(frame_with((500, 255)))) == 1
+
+
 def test_the_seat_settings_of_the_config_reach_the_agents_search():
     from edge_agent.agent.pipeline import FramePipeline
 
