@@ -223,18 +223,20 @@ def _own_work_split(row: dict) -> str:
 
 
 def bench_lesson(scenes: list[Scene], cascade, learn_frames: int, full_every: int) -> dict:
-    """The seed's search, the default learned search and the same with a coarse scan, frame by frame,
-    through one lesson.
+    """The seed's search, the previous default, the default learned search and the same with a coarse
+    scan, frame by frame, through one lesson.
 
     The learning frames (the agent's first minute, whole frames) are reported apart from the rest,
     which holds one whole-frame search in ``full_every`` as the agent does.
     """
     cv2.setNumThreads(1)
     seed = FaceDetector(cascade, detect_width=0, **SEED_DETECTOR)
+    before = FaceDetector(cascade, detect_width=BEFORE_WIDTH, **SEED_DETECTOR)
     searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, fine_scan=name != "coarse", **SEED_DETECTOR),
                                     learn_frames=learn_frames, full_every=full_every)
                 for name in ("ours", "coarse")}
-    finders = {"seed": seed.detect, **{name: search.detect for name, search in searches.items()}}
+    finders = {"seed": seed.detect, "before": before.detect,
+               **{name: search.detect for name, search in searches.items()}}
     ms = {name: [] for name in finders}
     boxes = {name: [] for name in finders}
     kinds = {name: [] for name in searches}
@@ -289,16 +291,17 @@ def format_lesson(result: dict) -> str:
     sizes = list(result["seed"]["rest"]["found_by_size"])
     lines = [f"lesson {result['frame']}: the same students in the same seats, {result['frames']} frames, the first "
              f"{result['learn_frames']} (learning: whole frames) apart; one thread",
-             f"  {'search':<34}{'frames':>7}{'ms/frame':>9}{'x seed':>7}{'found':>7}"
+             f"  {'search':<50}{'frames':>7}{'ms/frame':>9}{'x seed':>7}{'found':>7}"
              + _size_headers(sizes) + f"{'false':>7}"]
-    labels = {"seed": "seed (Haar 1.1/5/30, whole frame)", "ours": "defaults (seats)", "coarse": "coarse scan (seats)"}
+    labels = {"seed": "seed (Haar 1.1/5/30, whole frame)", "before": f"previous default (width {BEFORE_WIDTH})",
+              "ours": "defaults (seats)", "coarse": "coarse scan (seats)"}
     for part, title in (("first", "first minute"), ("rest", "after it")):
         seed_ms = result["seed"][part]["ms"]
         for key, label in labels.items():
             row = result[key][part]
             by_size = _by_size_cells(row)
             frames = result["learn_frames"] if part == "first" else result["frames"] - result["learn_frames"]
-            lines.append(f"  {label + ', ' + title:<34}{frames:7d}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x"
+            lines.append(f"  {label + ', ' + title:<50}{frames:7d}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x"
                          f"{100 * row['found']:6.1f}%{by_size}{row['false_detections']:7d}")
     for key in ("ours", "coarse"):
         row = result[key]

@@ -73,6 +73,7 @@ def test_bench_pipeline_prints_each_search_beside_the_seeds_with_faces_found_by_
     assert "seed (Haar 1.1/5/30, whole frame), after it" in out and "defaults (seats), after it" in out
     assert "24-31px" in out and ">=32px" in out and "after the first minute the defaults searched:" in out
     assert "coarse scan (seats), after it" in out and "after the first minute the coarse scan searched:" in out
+    assert "previous default (width 960), after it" in out
     assert "% resizing copies for the cascade, " in out and "% choosing where to search" in out
     assert "test.mp4" in out and "peak resident memory of `edge-agent analyze`" in out
 
