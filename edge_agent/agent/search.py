@@ -71,9 +71,9 @@ SAVE_EVERY_S = 600.0
 BAND_NEIGHBOURS_LESS = 1
 # A face found in a band's reach, centred in the next band's rows, is kept when the next band missed
 # it and it gathered this many times the neighbours asked. On random seats at 1920x1080 (edge-agent
-# bench pipeline), 6 of the 340 faces 64-95 px wide were missed this way where the seed missed 2:
-# twice the neighbours found all 340 with 12 more false detections (104), three times 337 (102),
-# and keeping every such face all 340 with 24 more (116).
+# bench pipeline), 6 of the 340 faces 64-95 px wide were missed this way where the seed missed 2;
+# twice the neighbours found 339 with 10 more false detections (101; 18 more at 1280x720). Tried
+# with bands unshrunk: three times found 337, and keeping every such face 340 with 24 more.
 STRONG_HITS = 2
 # A seat search that misses more than half its seats, and at least SEATS_MISSED of them, is
 # followed by the bands in the same frame; one student looking away is no reason.
