@@ -183,6 +183,11 @@ def band_region(band: Band, width: int, height: int) -> tuple[int, int, int, int
     return band.left, max(0, band.top - reach), min(width, band.right), min(height, band.bottom + reach)
 
 
+def band_neighbours(detector: FaceDetector) -> int:
+    """The neighbours a band or seat search asks for: ``BAND_NEIGHBOURS_LESS`` fewer than a whole frame's."""
+    return max(1, detector.min_neighbors - BAND_NEIGHBOURS_LESS)
+
+
 def search_bands(detector: FaceDetector, gray: np.ndarray, plan: Plan, margin: float) -> np.ndarray:
     """Boxes found by searching each band of ``plan``; each face is kept by the band holding its centre.
 
@@ -191,7 +196,7 @@ def search_bands(detector: FaceDetector, gray: np.ndarray, plan: Plan, margin: f
     is kept too when that band's windows gathered ``STRONG_HITS`` times the neighbours asked.
     """
     height, width = gray.shape
-    neighbours = max(1, detector.min_neighbors - BAND_NEIGHBOURS_LESS)
+    neighbours = band_neighbours(detector)
     found, strong = [np.zeros((0, 4), dtype=np.int64)], [np.zeros((0, 4), dtype=np.int64)]
     for band in plan.bands:
         boxes, hits = detector.detect_regions_with_hits(
@@ -280,7 +285,7 @@ class LearnedSearch:
     def _between(self, gray: np.ndarray) -> np.ndarray:
         """A frame between whole-frame searches: the seats, or the bands when there are none or they cost more."""
         height, width = gray.shape
-        neighbours = max(1, self.detector.min_neighbors - BAND_NEIGHBOURS_LESS)
+        neighbours = band_neighbours(self.detector)
         if self.seats:
             moving_heads = self.seats.around(width, height, reach=max(self.seats.reach, MOTION_SEAT_REACH))
             newcomers = newcomer_regions(self._changed, moving_heads, self._sizes_for_rows, width, height)

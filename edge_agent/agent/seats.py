@@ -171,16 +171,14 @@ class Seats:
         """Move each seat to the face found in it in frame number ``frame``; add new ones, drop stale ones."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         centres = _centres(boxes)
-        # Distances to the seats as they were: a seat a face moved, or one it started, is no one else's.
-        distances = np.full((len(boxes), len(self.seats)), np.inf)
-        reach = SAME_SEAT * np.array([seat.width for seat in self.seats])
-        if self.seats:
-            places = np.array([(seat.x, seat.y) for seat in self.seats])
-            distances = np.hypot(*np.moveaxis(centres[:, None, :] - places[None], -1, 0))
         # Each face takes the nearest seat within reach that no face before it took. Most frames no
         # two faces are nearest the same seat, and each face's nearest is its own: one look for all.
         taken = np.full(len(boxes), -1)
         if self.seats and len(boxes):
+            # Distances to the seats as they were: a seat a face moved, or one it started, is no one else's.
+            places = np.array([(seat.x, seat.y) for seat in self.seats])
+            reach = SAME_SEAT * np.array([seat.width for seat in self.seats])
+            distances = np.hypot(*np.moveaxis(centres[:, None, :] - places[None], -1, 0))
             nearest = distances.argmin(axis=1)
             if len(np.unique(nearest)) < len(nearest):
                 taken = _in_turn(distances, reach)
