@@ -30,15 +30,21 @@ def cmd_model_build(args):
 
 
 def cmd_model_train(args):
-    from ..tools.train import Recipe, train
+    import dataclasses
 
-    chosen = {name: value for name, value in (("architecture", args.architecture), ("epochs", args.epochs))
+    from ..tools.train import RECIPES, train
+
+    if args.recipe not in RECIPES:
+        raise EdgeAgentError(f"recipe {args.recipe!r} is not one of {', '.join(RECIPES)}")
+    chosen = {name: value for name, value in (("epochs", args.epochs), ("width", args.width),
+                                               ("batch_size", args.batch_size), ("seed", args.seed))
               if value is not None}
-    recipe = Recipe(width=args.width, batch_size=args.batch_size, seed=args.seed,
-                    ferplus_weight=args.ferplus_weight if args.votes else 0.0, limit=args.limit or 0, **chosen)
-    out = args.out or Path(f"models/emotion_{recipe.architecture.replace('-', '_')}.h5")
-    record = train(args.data, args.validation, args.votes, args.state, out, recipe,
-                   time_budget_s=args.time_budget, threads=args.threads,
+    recipe = dataclasses.replace(RECIPES[args.recipe], ferplus_weight=args.ferplus_weight if args.votes else 0.0,
+                                 limit=args.limit or 0, **chosen)
+    out = args.out or DEFAULT_MODEL.parent / f"emotion_{args.recipe.replace('-', '_')}.h5"
+    state = args.state or DEFAULT_MODEL.parent / "training" / args.recipe
+    record = train(args.data, args.validation, args.votes, state, out, recipe,
+                   time_budget_s=args.time_budget, threads=args.threads, precision=args.precision,
                    progress=lambda line: print(line, file=sys.stderr, flush=True))
     if not record["finished"]:
         print(f"stopped after epoch {record['epochs_done']}/{recipe.epochs} ({record['wall_time_s']:.0f} s so far); "
@@ -333,17 +339,22 @@ def build_parser():
                        help="train on FER's labels alone")
     train.add_argument("--ferplus-weight", type=_fraction, default=0.3,
                        help="share of each target taken from the FER+ votes (default: %(default)s)")
-    train.add_argument("--state", type=Path, default=Path(".cache/train"),
-                       help="checkpoints and per-epoch records; one recipe per directory (default: %(default)s)")
+    train.add_argument("--recipe", default="fer-gap8",
+                       help="what to train: fer-gap8 or fer-vgg5 (default: %(default)s); the options below "
+                            "change it, and a checkpoint is resumed only by the same recipe and options")
+    train.add_argument("--state", type=Path,
+                       help="checkpoint and per-epoch records, one recipe per directory (default: "
+                            "models/training/RECIPE, kept in the repository: commit it after each run)")
     train.add_argument("--out", type=Path,
                        help="the float Keras model, written when the last epoch is done "
-                            "(default: models/emotion_<architecture>.h5)")
-    train.add_argument("--architecture", help="network: fer-vgg4 or fer-vgg5 (default: fer-vgg5)")
-    train.add_argument("--epochs", type=positive_int, help="epochs (default: the recipe's, 60)")
-    train.add_argument("--width", type=_positive_float, default=1.0,
-                       help="channel multiplier; 0.25 for a smoke run (default: %(default)s)")
-    train.add_argument("--batch-size", type=positive_int, default=128, help="faces per step (default: %(default)s)")
-    train.add_argument("--seed", type=int, default=1, help="seed of data order and augmentation (default: 1)")
+                            "(default: models/emotion_RECIPE.h5)")
+    train.add_argument("--precision", choices=("auto", "bfloat16", "float32"), default="auto",
+                       help="arithmetic of the training steps; auto takes bfloat16 where the CPU has "
+                            "avx512_bf16 or AMX (default: %(default)s)")
+    train.add_argument("--epochs", type=positive_int, help="epochs (default: the recipe's)")
+    train.add_argument("--width", type=_positive_float, help="channel multiplier; 0.25 for a smoke run")
+    train.add_argument("--batch-size", type=positive_int, help="faces per step (default: the recipe's, 128)")
+    train.add_argument("--seed", type=int, help="seed of data order and augmentation (default: the recipe's, 1)")
     train.add_argument("--limit", type=positive_int, help="train on this many faces only (smoke runs)")
     train.add_argument("--time-budget", type=_positive_float, metavar="SECONDS",
                        help="stop after the last epoch that fits, to go on later")
