@@ -16,7 +16,7 @@ from ..agent.config import DetectorConfig
 from ..agent.emotions import EmotionClassifier
 from ..agent.faces import FaceDetector
 from ..common.contract import EMOTIONS
-from .classroom import build_scenes, score
+from .classroom import SMALL_FACE_PX, build_scenes, score
 
 
 def bench_classroom(models: list[Path], images: np.ndarray, labels: np.ndarray, frames: int = 30,
@@ -43,13 +43,19 @@ def format_rows(rows: list[dict]) -> str:
     first = rows[0]
     lines = [f"classroom-like frames: {first['frames']} frames of 1280x720, {first['faces']} PublicTest faces "
              f"of 24-120 px; the default detector found {100 * first['found']:.1f}% of them "
-             f"({first['labelled']} labelled by each row)",
+             f"({first['labelled']} labelled by each row, {first['false_detections']} false detections)",
              "found by size: " + ", ".join(f"{size} {100 * share:.0f}% of {n}" for size, (share, n)
                                            in first["found_by_size"].items() if n),
-             f"  {'model':<42}{'flip':>5}{'margin':>7}{'acc':>7}{'macro':>7}"
-             + "".join(f"{e[:5]:>7}" for e in EMOTIONS)]
+             f"accuracy by width: small under {SMALL_FACE_PX} px, large from {SMALL_FACE_PX} px; "
+             "interest: happy + surprise + neutral, true on the faces found, read on every detection",
+             f"  {'model':<42}{'flip':>5}{'margin':>7}{'acc':>7}{'small':>7}{'large':>7}{'macro':>7}"
+             + "".join(f"{e[:5]:>7}" for e in EMOTIONS) + f"{'true':>7}{'read':>7}"]
     for row in rows:
         recall = "".join(f"{100 * row['recall'][e]:7.1f}" if e in row["recall"] else f"{'-':>7}" for e in EMOTIONS)
+        widths = "".join(f"{100 * share:7.1f}" if share is not None else f"{'-':>7}"
+                         for share, _ in row["accuracy_by_width"].values())
+        interest = "".join(f"{100 * ratio:7.1f}" if ratio is not None else f"{'-':>7}"
+                           for ratio in (row["interest_true"], row["interest_read"]))
         lines.append(f"  {row['model']:<42}{'yes' if row['flip_average'] else 'no':>5}{row['margin']:>7.2f}"
-                     f"{100 * row['accuracy']:7.1f}{100 * row['macro_recall']:7.1f}{recall}")
+                     f"{100 * row['accuracy']:7.1f}{widths}{100 * row['macro_recall']:7.1f}{recall}{interest}")
     return "\n".join(lines)

@@ -47,12 +47,17 @@ def test_score_counts_a_face_once_and_labels_only_on_faces_found():
     exact = score([scene], [([f.box for f in scene.faces], ["happy", "sad", "angry"])])
     assert exact["found"] == 1.0 and exact["accuracy"] == 1.0 and exact["false_detections"] == 0
     assert exact["recall"] == {"angry": 1.0, "happy": 1.0, "sad": 1.0}
+    assert exact["interest_true"] == exact["interest_read"] == pytest.approx(1 / 3)
+    assert exact["accuracy_by_width"] == {"small": (1.0, 2), "large": (1.0, 1)}
     # Two boxes on the first face, one nowhere: one match, two false detections, one face missed.
     mixed = score([scene], [([(100, 100, 40, 40), (102, 101, 40, 40), (900, 50, 40, 40), (600, 500, 100, 100)],
                              ["happy", "happy", "happy", "happy"])])
     assert mixed["found"] == pytest.approx(2 / 3) and mixed["false_detections"] == 2
     assert mixed["labelled"] == 2 and mixed["accuracy"] == 0.5
     assert mixed["found_by_size"]["32-47px"] == (0.5, 2) and mixed["found_by_size"]["96-120px"] == (1.0, 1)
+    # The product reads every detection, false ones too; the truth is the faces found.
+    assert mixed["interest_read"] == 1.0 and mixed["interest_true"] == 0.5
+    assert mixed["accuracy_by_width"] == {"small": (1.0, 1), "large": (0.0, 1)}
 
 
 def test_bench_classroom_labels_the_same_detections_with_and_without_flip(faces):
