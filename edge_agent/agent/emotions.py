@@ -41,6 +41,15 @@ def pixel_to_model_input(pixels):
     return (np.asarray(pixels, dtype=np.float32) / 255.0 - 0.5) * 2.0
 
 
+def resize_face(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear in fixed point: the same pixels on x86 and on a Pi's arm64, so the same labels.
+
+    OpenCV's default bilinear mode rounds differently in its x86 and arm64 builds, and a level off
+    in a few pixels turned a face near a tie to another label.
+    """
+    return cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR_EXACT)
+
+
 def check_crop(crop, index=0):
     """Raise a clear error unless ``crop`` is a usable 2-D uint8 gray image."""
     if not isinstance(crop, np.ndarray):
@@ -185,7 +194,7 @@ class EmotionClassifier:
         resized = np.empty((len(crops), self.input_height, self.input_width), dtype=np.uint8)
         for i, crop in enumerate(crops):
             crop = check_crop(crop, i)
-            resized[i] = crop if crop.shape == resized.shape[1:] else cv2.resize(crop, size)
+            resized[i] = crop if crop.shape == resized.shape[1:] else resize_face(crop, size)
         return self._pixel_lut[resized][..., None]
 
     def probabilities(self, crops):

@@ -6,10 +6,9 @@ Needs the ``[model]`` extra (TensorFlow); nothing on a Pi imports this module.
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from ..agent.emotions import pixel_to_model_input
+from ..agent.emotions import pixel_to_model_input, resize_face
 from ..common.errors import EdgeAgentError
 
 
@@ -46,7 +45,7 @@ def load_keras_model(path, threads=None):
 def model_inputs(model, images):
     """Resize gray uint8 faces to the model's input and scale them: float32 [N, H, W, 1]."""
     height, width = model.input_shape[1:3]
-    resized = np.stack([cv2.resize(image, (width, height)) for image in images])
+    resized = np.stack([resize_face(image, (width, height)) for image in images])
     return pixel_to_model_input(resized)[..., None]
 
 

@@ -156,7 +156,7 @@ def build(weights, calibration_npz, out, samples=300, seed=1, candidates=8, hold
             "holdout_agreement": best[0],
             "candidates": tried,
         },
-        "preprocessing": f"gray uint8 crop, cv2.resize (bilinear) to {side}x{side}, x/255*2-1, "
+        "preprocessing": f"gray uint8 crop, cv2.resize (INTER_LINEAR_EXACT) to {side}x{side}, x/255*2-1, "
                          "int8 with the input's scale and zero point",
         "labels": list(EMOTIONS),
         "tensorflow": tf.__version__,
