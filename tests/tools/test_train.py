@@ -163,8 +163,95 @@ def test_training_refuses_to_write_over_the_shipped_model(data, tmp_path):
     assert MODEL.read_bytes() == before
 
 
-def test_an_unknown_architecture_is_named_before_anything_is_written(data, tmp_path):
-    done = run_cli(*train_args(data, tmp_path / "state", tmp_path / "model.h5", "--architecture", "fer-vgg9"))
+def test_an_unknown_recipe_is_named_before_anything_is_written(data, tmp_path):
+    done = run_cli(*train_args(data, tmp_path / "state", tmp_path / "model.h5", "--recipe", "fer-vgg9"))
     assert done.returncode == 2
-    assert "'fer-vgg9' is not one of fer-vgg4, fer-vgg5" in done.stderr
+    assert "'fer-vgg9' is not one of fer-vgg5, fer-gap8" in done.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_the_smoke_run_leaves_the_repository_layout_and_says_how_it_computed(trained):
+    state = trained / "state"
+    names = sorted(path.name for path in state.iterdir())
+    # One checkpoint (the last epoch's), the recipe it belongs to, its epoch and the records.
+    assert names == ["epoch-002.data-00000-of-00001", "epoch-002.index", "history.jsonl", "recipe.json",
+                     "state.json"], names
+    assert json.loads((state / "state.json").read_text())["checkpoint"] == "epoch-002"
+    from edge_agent.tools.train import choose_precision, cpu_flags
+
+    expected = choose_precision("auto", cpu_flags())
+    history = [json.loads(line) for line in (state / "history.jsonl").read_text().splitlines()]
+    assert {h["precision"] for h in history} == {expected}
+    assert all(h["cpu"] and h["faces_per_s"] > 0 for h in history)
+    assert json.loads((trained / "model.train.json").read_text())["precision"] == [expected]
+
+
+def test_a_checkpoint_goes_on_in_another_precision_and_each_epoch_says_which(data, tmp_path):
+    from edge_agent.tools.train import cpu_flags
+
+    if not cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        pytest.skip("this CPU has no bfloat16 arithmetic (avx512_bf16 or AMX)")
+    args = train_args(data, tmp_path / "state", tmp_path / "model.h5", "--epochs", "2")
+    first = run_cli(*args, "--precision", "float32", "--time-budget", "0.001")
+    assert first.returncode == 0, first.stderr
+    second = run_cli(*args, "--precision", "bfloat16")
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stderr and "training in bfloat16" in second.stderr
+    record = json.loads((tmp_path / "model.train.json").read_text())
+    assert [h["precision"] for h in record["history"]] == ["float32", "bfloat16"]
+    # The written model is float32 whatever the steps computed in: it converts to int8 as before.
+    model = json.loads(__import__("h5py").File(tmp_path / "model.h5")["/"].attrs["model_config"])
+    assert {layer["config"].get("dtype") for layer in model["config"]["layers"]} <= {"float32", None}
+
+
+def test_a_damaged_checkpoint_is_refused_and_left_as_it_was(trained, data, tmp_path):
+    import shutil
+
+    state = tmp_path / "state"
+    shutil.copytree(trained / "state", state)
+    weights = state / "epoch-002.data-00000-of-00001"
+    weights.write_bytes(weights.read_bytes()[:100])
+    before = {path.name: path.read_bytes() for path in state.iterdir()}
+    done = run_cli(*train_args(data, state, tmp_path / "model.h5", "--epochs", "3"))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "checkpoint" in done.stderr and str(state / "epoch-002") in done.stderr and "cannot be read" in done.stderr
+    assert {path.name: path.read_bytes() for path in state.iterdir()} == before
+    assert not (tmp_path / "model.h5").exists()
+
+
+def test_onednn_is_kept_off_amx_and_bfloat16_is_chosen_only_where_the_cpu_has_it():
+    from edge_agent.tools.train import choose_precision, guard_onednn
+
+    environ = {}
+    assert guard_onednn({"avx512f", "amx_tile", "amx_bf16"}, environ) == "AVX512_CORE_BF16"
+    assert environ == {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}
+    assert guard_onednn({"avx512f", "avx512_bf16"}, {}) is None
+    # A cap the user set is theirs.
+    assert guard_onednn({"amx_tile"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}) == "AVX2"
+    assert choose_precision("auto", {"avx512_bf16"}) == "bfloat16"
+    assert choose_precision("auto", {"amx_bf16"}) == "bfloat16"
+    assert choose_precision("auto", {"avx2", "fma"}) == "float32"
+    assert choose_precision("float32", {"avx512_bf16"}) == "float32"
+
+
+def test_the_checkpoints_in_the_repository_belong_to_their_recipes_load_and_stay_small():
+    """What the next training run resumes from, on whatever machine: models/training/<recipe>/."""
+    from edge_agent.tools.keras_model import import_tensorflow
+    from edge_agent.tools.train import RECIPES, StateDir, state_dir_for, trainable
+
+    assert state_dir_for("fer-gap8") == REPO / "models" / "training" / "fer-gap8"
+    kept = sorted((REPO / "models" / "training").glob("*/state.json"))
+    if not kept:
+        pytest.skip("no training checkpoint is kept in the repository (none is under way)")
+    tf, tf_keras = import_tensorflow()
+    for state_file in kept:
+        name = state_file.parent.name
+        assert name in RECIPES, f"{state_file.parent} is no recipe's"
+        store = StateDir(state_file.parent, RECIPES[name])
+        current = store.current()
+        assert current["epoch"] == len(store.history()) and current["epoch"] <= RECIPES[name].epochs
+        assert sum(path.stat().st_size for path in state_file.parent.iterdir()) <= 10 * 2**20
+        _, optimizer, checkpoint = trainable(RECIPES[name], tf, tf_keras)
+        checkpoint.read(str(state_file.parent / current["checkpoint"])).assert_consumed()
+        assert int(optimizer.iterations.numpy()) > 0
