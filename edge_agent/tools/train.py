@@ -333,7 +333,8 @@ class Augmenter:
         contrast = 1.0 + (uniform(9, 0.6, 1.25) - 1.0) * strength
         x = (x - mean) * contrast[:, None, None, None] + mean
         x = x + uniform(10, -0.12, 0.12)[:, None, None, None] * strength
-        x = x + tf.random.stateless_normal(tf.shape(x), key(11)) * uniform(12, 0.0, 0.03 * strength)[:, None, None, None]
+        noise = uniform(12, 0.0, 0.03 * strength)[:, None, None, None]
+        x = x + tf.random.stateless_normal(tf.shape(x), key(11)) * noise
         x = tf.clip_by_value(x, 0.0, 1.0)
 
         # JPEG at the camera's quality range, face by face.
