@@ -349,7 +349,7 @@ def build_parser():
     train.add_argument("--ferplus-weight", type=_fraction, default=0.3,
                        help="share of each target taken from the FER+ votes (default: %(default)s)")
     train.add_argument("--recipe",
-                       help="what to train: fer-gap8 or fer-vgg5 (default: fer-gap8); the options below "
+                       help="what to train: fer-gap9 or fer-vgg5 (default: fer-gap9); the options below "
                             "change it, and a checkpoint is resumed only by the same recipe and options")
     train.add_argument("--state", type=Path,
                        help="checkpoint and per-epoch records, one recipe per directory (default: "

@@ -71,7 +71,7 @@ def test_a_smoke_run_writes_a_model_that_builds_to_a_loadable_int8_model(trained
                    "--samples", 35, "--candidates", 1, "--out", trained / "model.tflite")
     assert done.returncode == 0, done.stderr
     classifier = EmotionClassifier(trained / "model.tflite")
-    assert classifier.quantized and (classifier.input_height, classifier.input_width) == (48, 48)
+    assert classifier.quantized and (classifier.input_height, classifier.input_width) == (44, 44)
     assert classifier.probabilities(np.zeros((3, 48, 48), np.uint8)).shape == (3, 7)
     build_record = json.loads((trained / "model.json").read_text())
     assert build_record["training"]["recipe_digest"] == record["recipe_digest"]
@@ -166,7 +166,7 @@ def test_training_refuses_to_write_over_the_shipped_model(data, tmp_path):
 def test_an_unknown_recipe_is_named_before_anything_is_written(data, tmp_path):
     done = run_cli(*train_args(data, tmp_path / "state", tmp_path / "model.h5", "--recipe", "fer-vgg9"))
     assert done.returncode == 2
-    assert "'fer-vgg9' is not one of fer-vgg5, fer-gap8" in done.stderr
+    assert "'fer-vgg9' is not one of fer-vgg5, fer-gap9" in done.stderr
     assert not (tmp_path / "state").exists()
 
 
@@ -240,7 +240,7 @@ def test_the_checkpoints_in_the_repository_belong_to_their_recipes_load_and_stay
     from edge_agent.tools.keras_model import import_tensorflow
     from edge_agent.tools.train import RECIPES, StateDir, state_dir_for, trainable
 
-    assert state_dir_for("fer-gap8") == REPO / "models" / "training" / "fer-gap8"
+    assert state_dir_for("fer-gap9") == REPO / "models" / "training" / "fer-gap9"
     kept = sorted((REPO / "models" / "training").glob("*/state.json"))
     if not kept:
         pytest.skip("no training checkpoint is kept in the repository (none is under way)")
