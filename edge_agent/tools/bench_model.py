@@ -81,15 +81,22 @@ def bench_model(model_paths, faces, keras_model=None, threads=1):
                          "ms_per_face": ms_per_face(classifier_call(float_model, faces, 1), 1), "note": ""})
             rows.append({"name": "LiteRT float, 32 faces per call",
                          "ms_per_face": ms_per_face(classifier_call(float_model, faces, 32), 32), "note": ""})
-        for model_path in model_paths:
+        # Each later model against the first, way for way: "at most N times the shipped model's time".
+        first_model = {}
+        for number, model_path in enumerate(model_paths):
             name = Path(model_path).stem.removeprefix("emotion_")
             for flip in (False, True):
                 model = EmotionClassifier(model_path, num_threads=threads, flip_average=flip)
                 for batch in ((32,) if flip else (1, 8, 32)):
                     way = f"{batch} face{'s' if batch > 1 else ''} per call" + (", flip-averaged" if flip else "")
-                    rows.append({"name": f"{name}, {way}",
-                                 "ms_per_face": ms_per_face(classifier_call(model, faces, batch), batch),
-                                 "note": f"{Path(model_path).stat().st_size / 1000:.0f} kB" if batch == 1 else ""})
+                    row = {"name": f"{name}, {way}",
+                           "ms_per_face": ms_per_face(classifier_call(model, faces, batch), batch),
+                           "note": f"{Path(model_path).stat().st_size / 1000:.0f} kB" if batch == 1 else ""}
+                    if number == 0:
+                        first_model[way] = row["ms_per_face"]
+                    else:
+                        row["vs_first_model"] = row["ms_per_face"] / first_model[way]
+                    rows.append(row)
     if keras_model is None:
         rows.insert(0, {"name": "seed: Keras float, predict() per face", "ms_per_face": None,
                         "note": "skipped: TensorFlow not installed (pip install -e '.[model]')"})
@@ -101,10 +108,12 @@ def bench_model(model_paths, faces, keras_model=None, threads=1):
 
 
 def format_rows(rows, runtime, threads):
-    lines = [f"emotion model, ms per face ({threads} thread(s), runtime {runtime})",
-             f"  {'way':<58}{'ms/face':>10}{'vs seed':>10}"]
+    lines = [f"emotion model, ms per face ({threads} thread(s), runtime {runtime}); "
+             "'time vs 1st': a later model's time over the first model's, the same way",
+             f"  {'way':<58}{'ms/face':>10}{'vs seed':>10}{'time vs 1st':>13}"]
     for row in rows:
         ms = "-" if row["ms_per_face"] is None else f"{row['ms_per_face']:.3f}"
         speedup = f"{row['speedup']:.0f}x" if "speedup" in row else ""
-        lines.append(f"  {row['name']:<58}{ms:>10}{speedup:>10}  {row['note']}".rstrip())
+        versus = f"{row['vs_first_model']:.2f}x" if "vs_first_model" in row else ""
+        lines.append(f"  {row['name']:<58}{ms:>10}{speedup:>10}{versus:>13}  {row['note']}".rstrip())
     return "\n".join(lines)

@@ -90,3 +90,18 @@ def test_bench_model_reports_every_way_side_by_side(weights):
     }
     assert all(row["ms_per_face"] > 0 for row in rows.values())
     assert all("speedup" in row for row in rows.values())
+
+
+def test_bench_model_times_each_later_model_against_the_first_way_for_way(tmp_path):
+    other = tmp_path / "emotion_candidate_int8.tflite"
+    other.write_bytes(MODEL.read_bytes())
+    done = run_cli("bench", "model", "--model", MODEL, "--model", other, "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)["rows"]}
+    first = [row for name, row in rows.items() if name.startswith("mini_xception_int8,")]
+    later = {name: row for name, row in rows.items() if name.startswith("candidate_int8,")}
+    assert len(first) == len(later) == 4
+    assert not any("vs_first_model" in row for row in first)
+    for name, row in later.items():
+        same_way = rows[name.replace("candidate_int8", "mini_xception_int8")]
+        assert row["vs_first_model"] == pytest.approx(row["ms_per_face"] / same_way["ms_per_face"])
