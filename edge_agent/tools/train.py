@@ -493,7 +493,8 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
         prefix = store.path / begun["checkpoint"]
         try:
             checkpoint.read(str(prefix)).assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as exc:
+        # A truncated data file surfaces as an IndexError from the checkpoint reader.
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EdgeAgentError(f"checkpoint {prefix} cannot be read ({first}); it is left as it is: "
                                  "restore it from git or move the directory away to start again") from None

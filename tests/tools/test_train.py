@@ -212,10 +212,12 @@ def test_a_damaged_checkpoint_is_refused_and_left_as_it_was(trained, data, tmp_p
     weights = state / "epoch-002.data-00000-of-00001"
     weights.write_bytes(weights.read_bytes()[:100])
     before = {path.name: path.read_bytes() for path in state.iterdir()}
-    done = run_cli(*train_args(data, state, tmp_path / "model.h5", "--epochs", "3"))
+    done = run_cli(*train_args(data, state, tmp_path / "model.h5", "--epochs", "2"))
     assert done.returncode == 2
-    assert done.stderr.count("\n") == 1, done.stderr
-    assert "checkpoint" in done.stderr and str(state / "epoch-002") in done.stderr and "cannot be read" in done.stderr
+    # TensorFlow, imported by then, logs its start-up; ours is the one error line, and the last.
+    errors = [line for line in done.stderr.splitlines() if line.startswith("edge-agent:")]
+    assert errors == done.stderr.splitlines()[-1:], done.stderr
+    assert str(state / "epoch-002") in errors[0] and "cannot be read" in errors[0]
     assert {path.name: path.read_bytes() for path in state.iterdir()} == before
     assert not (tmp_path / "model.h5").exists()
 
