@@ -45,9 +45,10 @@ setup(
         "demo": ["amqtt>=0.11", *requirements("collector")],
         # The tests exercise both sides. Selenium drives Debian's chromium through its chromedriver
         # (scripts/setup.sh installs both); ansible brings community.crypto and community.docker,
-        # which the deployment test uses; ruff is the lint .ci/run runs.
-        "test": ["pytest>=7", "hypothesis>=6", "selenium>=4.11", "ansible>=12", "ansible-lint>=25", "ruff>=0.6",
-                 *requirements("collector")],
+        # which the deployment test uses, and bcrypt hashes the dashboard's passwords on the control
+        # node as the collector role does; ruff is the lint .ci/run runs.
+        "test": ["pytest>=7", "hypothesis>=6", "selenium>=4.11", "ansible>=12", "ansible-lint>=25", "bcrypt>=4",
+                 "ruff>=0.6", *requirements("collector")],
     },
     entry_points={"console_scripts": ["edge-agent=edge_agent.agent.cli:main"]},
 )

@@ -7,7 +7,10 @@ learned in its state file).
 
 Invariants:
 - A snapshot is written only by ``check --snapshot``, only to the path its user named, and with
-  mode 0600 (it shows people's faces); the running agent never calls this module.
+  mode 0600 whatever was there before (it shows people's faces); the running agent never calls
+  this module.
+- A symbolic link at the path is refused, never followed: in a shared directory such as /tmp
+  another user could point it at a file of theirs, or at one of the victim's own files.
 - The path is checked before the camera is read: a path that cannot be written ends the command
   with exit status 2 and nothing written anywhere.
 - The faces are found as the agent finds them on a whole frame (or through hand-set bands), by a
@@ -15,6 +18,7 @@ Invariants:
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -31,6 +35,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BAND_COLOUR = (255, 255, 0)
 
 
+def _symlink_error(path: Path, what: str) -> EdgeAgentError:
+    return EdgeAgentError(f"{what} {path} is a symbolic link, which is never followed: "
+                          "remove it or name another file")
+
+
 def writable_target(path: Path, what: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> Path:
     """``path`` if a file can be written there, else an error naming it and why (exit status 2).
 
@@ -39,6 +48,8 @@ def writable_target(path: Path, what: str, suffixes: tuple[str, ...] = IMAGE_SUF
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise EdgeAgentError(f"{what} {path}: name it {' or '.join(suffixes)}, the formats it is written in")
+    if path.is_symlink():
+        raise _symlink_error(path, what)
     if path.is_dir():
         raise EdgeAgentError(f"{what} {path} is a directory; give a file name")
     parent = path.parent
@@ -50,12 +61,25 @@ def writable_target(path: Path, what: str, suffixes: tuple[str, ...] = IMAGE_SUF
 
 
 def write_private(path: Path, data: bytes, what: str) -> None:
-    """Write ``data`` to ``path`` readable by its owner alone: the file shows faces."""
+    """Write ``data`` to ``path`` readable by its owner alone: the file shows faces.
+
+    The bytes go to a new file that mkstemp makes in the same directory (O_EXCL, mode 0600 from
+    its first byte, whatever mode an old file at ``path`` had), which then replaces ``path``:
+    rename replaces a link planted after the check below, it never writes through it.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise _symlink_error(path, what)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise EdgeAgentError(f"{what} {path} cannot be written: {exc.strerror or exc}") from None
+    try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
+        os.replace(temporary, path)
     except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
         raise EdgeAgentError(f"{what} {path} cannot be written: {exc.strerror or exc}") from None
 
 

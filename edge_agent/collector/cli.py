@@ -55,7 +55,10 @@ def cmd_check(args):
         return f"{dashboard.output_dir} is writable"
 
     def broker(config):
-        return probe_broker(config.mqtt, client_id=f"{config.mqtt.client_id}-check")
+        from .ingest import SESSION_EXPIRY_S
+
+        return probe_broker(config.mqtt, client_id=f"{config.mqtt.client_id}-check",
+                            session_expiry_s=SESSION_EXPIRY_S)
 
     parts = (("store", store), ("output", output), ("broker", broker))
     return print_verdicts(run_checks(load, parts), sys.stdout)
@@ -102,7 +105,8 @@ def cmd_report(args):
 def cmd_serve(args):
     from .web import serve_directory
 
-    serve_directory(args.dir or _config(args).dashboard.resolved_output_dir(), args.bind, args.port)
+    serve_directory(args.dir or _config(args).dashboard.resolved_output_dir(), args.bind, args.port,
+                    without_login=args.without_login)
 
 
 def build_parser():
@@ -152,11 +156,16 @@ def build_parser():
 
     serve = commands.add_parser(
         "serve", help="serve the dashboard directory over HTTP for a quick look",
-        description="A plain local web server for the dashboard directory. For a school network, put a "
-                    "real web server in front of the directory instead.")
+        description="A plain local web server for the dashboard directory: no login, every room to whoever "
+                    "reaches it, so it listens on loopback only. For a school network, put a real web server "
+                    "with a login in front of the directory instead (the Ansible role's nginx).")
     serve.add_argument("--config", type=Path, help=config_help)
     serve.add_argument("--dir", type=Path, help="dashboard directory (default: the config's)")
-    serve.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--bind", default="127.0.0.1",
+                       help="address to listen on (default: %(default)s); anything but loopback needs --without-login")
+    serve.add_argument("--without-login", action="store_true",
+                       help="allow a non-loopback --bind, serving every room's pages with no login to anyone who "
+                            "reaches the address")
     serve.add_argument("--port", type=int, default=8080, help="port (default: %(default)s; 0: any free port)")
     serve.set_defaults(handler=cmd_serve)
 

@@ -106,7 +106,7 @@ ROOM_PATTERN = re.compile(r"^(all|[A-Za-z0-9_.*?\[\]!-]{1,64}/[A-Za-z0-9_.*?\[\]
 
 
 def _room_patterns(group, value):
-    bad = [pattern for pattern in value if not ROOM_PATTERN.match(pattern)]
+    bad = [pattern for pattern in value if not ROOM_PATTERN.fullmatch(pattern)]
     if bad:
         raise ValueError(f"group {group}: room pattern {', '.join(map(repr, bad))} is not `all` or `site/room` "
                          "(globs * ? [...] allowed, e.g. north/1*)")

@@ -79,7 +79,7 @@ class BuildResult:
 
 def file_name(name: str) -> str:
     """``name`` itself when the contract allows it, else a hash: nothing from the store names a path."""
-    if _NAME.match(name):
+    if _NAME.fullmatch(name):
         return name
     return "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 

@@ -10,9 +10,14 @@ Rows older than ``stats_detail_days`` are summarised per device and hour (levels
 counters and peaks kept at their highest, the camera state last seen; ``summary`` true,
 ``samples`` the messages it stands for), and every row older than ``stats_retention_days`` is
 deleted, so a 500-device school keeps about a day of minutes and a month of hours.
+
+A SQLite store's files (the database, its -wal and -shm) are its owner's alone (0600), whatever
+the umask and whatever an earlier version left: they hold every room's counts, and the web
+server that publishes the dashboard has no business reading them.
 """
 
 import itertools
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -207,7 +212,7 @@ class Store:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             self._insert = sqlite.insert
-            self._check_sqlite_path(parsed.database)
+            self._prepare_sqlite_file(parsed.database)
             kwargs = {}
         elif self.dialect == "postgresql":
             self._insert = postgresql.insert
@@ -235,12 +240,24 @@ class Store:
         return cls(url or config.resolved_url(), retention_days=config.retention_days,
                    stats_retention_days=config.stats_retention_days, stats_detail_days=config.stats_detail_days)
 
-    def _check_sqlite_path(self, database):
+    def _prepare_sqlite_file(self, database):
         if not database or database == ":memory:":
             return
-        directory = Path(database).resolve().parent
-        if not directory.is_dir():
-            raise StoreError(f"cannot open the store {self.url}: directory {directory} does not exist")
+        path = Path(database).resolve()
+        if not path.parent.is_dir():
+            raise StoreError(f"cannot open the store {self.url}: directory {path.parent} does not exist")
+        # SQLite gives -wal and -shm the database file's mode, so a private database keeps them so.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError:
+            return  # read-only or someone else's: opening it says why, in the store's words
+        for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            try:
+                status = each.stat()
+                if status.st_mode & 0o077 and status.st_uid == os.geteuid():
+                    os.chmod(each, 0o600)
+            except FileNotFoundError:
+                pass
 
     @contextmanager
     def _guard(self, action):

@@ -1,7 +1,17 @@
-"""A plain local web server for the dashboard directory, for a quick look (not for a school network)."""
+"""A plain local web server for the dashboard directory, for a quick look on the server's own screen.
+
+Invariants:
+- It has no login and no per-room rules: it serves every room to whoever reaches it. So it
+  listens on a loopback address unless its caller passes ``without_login=True`` (the command's
+  ``--without-login``), which says in so many words what the pages are then served without.
+- The bind address is checked before the directory is served; a name is resolved and every
+  address it resolves to must be loopback.
+"""
 
 import functools
 import http.server
+import ipaddress
+import socket
 import sys
 
 from ..common.errors import EdgeAgentError
@@ -12,8 +22,22 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
-def serve_directory(directory, bind, port):
+def is_loopback(bind: str) -> bool:
+    """True when every address ``bind`` names is a loopback one ("" and 0.0.0.0 are every interface)."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(bind or None, 0, proto=socket.IPPROTO_TCP,
+                                                               flags=socket.AI_PASSIVE)}
+    except socket.gaierror as exc:
+        raise EdgeAgentError(f"--bind {bind}: not an address of this host ({exc.strerror or exc})") from None
+    return all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
+
+
+def serve_directory(directory, bind, port, without_login=False):
     """Serve ``directory`` until Ctrl-C; the first line printed says where."""
+    if not without_login and not is_loopback(bind):
+        raise EdgeAgentError(f"--bind {bind or repr(bind)} would serve every room to anyone who reaches it, with no "
+                             "login: keep the default 127.0.0.1, put the role's nginx (collector_web_server) in "
+                             "front of the directory, or add --without-login to serve it so anyway")
     if not (directory / "index.html").is_file():
         raise EdgeAgentError(f"{directory} has no index.html yet: run `edge-collector run` or "
                              "`edge-collector dashboard` first")

@@ -27,7 +27,9 @@ STATES = ("online", "offline", "stopped")
 # A window payload is about 400 bytes; anything far bigger is not ours.
 MAX_PAYLOAD_BYTES = 16 * 1024
 
-# Topic levels must not contain MQTT wildcards or separators, and must stay readable.
+# Topic levels must not contain MQTT wildcards or separators, and must stay readable. These
+# patterns' `$` is the end of the text in pydantic's engine; Python's re also lets it match before a
+# final newline, so code matching them with re uses fullmatch.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # [0-9], not \d: the pattern engine's \d matches any script's digits, and strptime reads them.
 ISO_MINUTE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"

@@ -12,6 +12,8 @@ import threading
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from .errors import EdgeAgentError
 
@@ -122,15 +124,22 @@ def set_credentials(client, config):
         client.username_pw_set(config.username, password)
 
 
-def probe_broker(mqtt_config, *, client_id, timeout=10.0):
+def probe_broker(mqtt_config, *, client_id, session_expiry_s=None, timeout=10.0):
     """Connect once and disconnect: a line for ``edge-agent check`` and ``edge-collector check``, or
     MQTTError saying why not.
 
-    Nothing is published, and the caller passes a client id other than its service's, so a
-    running agent or collector is not disturbed.
+    Nothing is published, and the caller passes a client id other than its service's. A broker
+    that binds client ids to user names (mosquitto's use_username_as_clientid, as the Ansible
+    role sets it) ignores that id: the probe then logs in as its service's own session, and the
+    running service reconnects a moment later. So a service with a persistent session (the
+    collector's) passes its ``session_expiry_s``: the probe resumes the session, if there is one,
+    with that same expiry and acknowledges nothing, so every window queued in it stays for the
+    service; a session the probe made itself is ended as it leaves.
     """
     where = f"{mqtt_config.host}:{mqtt_config.port}"
-    client = new_client(mqtt_config, client_id, reconnect_on_failure=False)
+    resume = session_expiry_s is not None
+    mqtt5 = mqtt_config.protocol == "5"
+    client = new_client(mqtt_config, client_id, persistent=resume, reconnect_on_failure=False, manual_ack=resume)
     configure_tls(client, mqtt_config)
     set_credentials(client, mqtt_config)
     client.connect_timeout = timeout
@@ -139,19 +148,36 @@ def probe_broker(mqtt_config, *, client_id, timeout=10.0):
 
     def on_connect(client, userdata, flags, reason_code, properties):
         answer["reason"] = reason_code
+        answer["session_present"] = flags.session_present
         done.set()
 
     client.on_connect = on_connect
+    properties = None
+    if resume and mqtt5:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = int(session_expiry_s)
     try:
-        client.connect(mqtt_config.host, mqtt_config.port, **connect_options(mqtt_config, clean_start=True))
+        client.connect(mqtt_config.host, mqtt_config.port,
+                       **connect_options(mqtt_config, clean_start=not resume, properties=properties))
     except OSError as exc:
         raise MQTTError(f"cannot connect to broker {where}: {describe_socket_error(exc)}") from None
     client.loop_start()
+    made_a_session = False
     try:
         done.wait(timeout)
+        made_a_session = resume and "reason" in answer and not answer["reason"].is_failure \
+            and not answer["session_present"]
     finally:
-        client.disconnect()
+        if made_a_session and mqtt5:
+            ending = Properties(PacketTypes.DISCONNECT)
+            ending.SessionExpiryInterval = 0
+            client.disconnect(properties=ending)
+        else:
+            client.disconnect()
         client.loop_stop()
+    if made_a_session and not mqtt5:
+        # MQTT 3.1.1 can only end a session by connecting again with a clean one.
+        probe_broker(mqtt_config, client_id=client_id, timeout=timeout)
     reason = answer.get("reason")
     if reason is None:
         raise MQTTError(f"broker {where} accepted the connection but did not answer within {timeout:g} s")

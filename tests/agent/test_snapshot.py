@@ -13,8 +13,9 @@ from edge_agent.agent.capture import open_source
 from edge_agent.agent.config import load_config
 from edge_agent.agent.faces import FaceDetector
 from edge_agent.agent.pipeline import FramePipeline
-from edge_agent.agent.snapshot import BAND_COLOUR, smallest_face
+from edge_agent.agent.snapshot import BAND_COLOUR, smallest_face, writable_target, write_private
 from edge_agent.common.charts import EMOTION_COLORS
+from edge_agent.common.errors import EdgeAgentError
 from support import CASCADE, DATA, REPO, run_cli
 
 SOURCE = DATA / "solvay_conference.jpg"  # 995x960, six faces the default detector finds
@@ -173,3 +174,42 @@ def test_only_check_draws_snapshots():
             if isinstance(node, ast.ImportFrom) and node.module in ("snapshot", "edge_agent.agent.snapshot"):
                 importers.append(path.name)
     assert importers == ["check.py"]
+
+
+def test_a_snapshot_replaces_an_open_file_with_a_private_one(tmp_path):
+    """A file left readable by everyone (an earlier snapshot, or one planted to be read) ends 0600."""
+    path = tmp_path / "camera.png"
+    path.write_bytes(b"old")
+    path.chmod(0o644)
+    write_private(path, b"faces", "snapshot")
+    assert path.read_bytes() == b"faces"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [entry.name for entry in tmp_path.iterdir()] == ["camera.png"]
+
+
+def test_a_symbolic_link_at_the_path_is_refused_and_its_target_untouched(tmp_path):
+    target = tmp_path / "someone-elses.png"
+    target.write_bytes(b"theirs")
+    target.chmod(0o644)
+    link = tmp_path / "camera.png"
+    link.symlink_to(target)
+    message = f"snapshot {link} is a symbolic link, which is never followed: remove it or name another file"
+    for check in (lambda: writable_target(link, "snapshot"), lambda: write_private(link, b"faces", "snapshot")):
+        with pytest.raises(EdgeAgentError) as refused:
+            check()
+        assert str(refused.value) == message
+    assert target.read_bytes() == b"theirs" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert link.is_symlink()
+
+
+def test_check_refuses_a_snapshot_path_that_is_a_link_before_reading_the_camera(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    config = write_config(state / "agent.yaml", 1, state)
+    link = tmp_path / "camera.jpg"
+    link.symlink_to(tmp_path / "elsewhere.jpg")
+    done = run_cli("check", "--config", config, "--snapshot", link)
+    assert done.returncode == 2
+    assert done.stderr == f"edge-agent: error: snapshot {link} is a symbolic link, which is never followed: " \
+                          "remove it or name another file\n"
+    assert done.stdout == "" and not (tmp_path / "elsewhere.jpg").exists()

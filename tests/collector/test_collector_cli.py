@@ -98,6 +98,32 @@ def test_serve_before_any_dashboard_says_what_to_run(tmp_path):
     assert "has no index.html yet: run `edge-collector run` or `edge-collector dashboard` first" in result.stderr
 
 
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::", "", "192.0.2.7"])
+def test_serve_refuses_an_address_beyond_loopback_without_the_flag(config, bind):
+    """Refused before the directory is looked at: it would serve every room with no login."""
+    result = collector("serve", "--config", config, "--bind", bind, "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"edge-collector: error: --bind {bind or repr(bind)} would serve every room to "
+                                    "anyone who reaches it, with no login: keep the default 127.0.0.1, ")
+    assert "or add --without-login to serve it so anyway" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("bind, flag", [("localhost", []), ("127.0.0.2", []), ("0.0.0.0", ["--without-login"])])
+def test_serve_listens_on_loopback_or_when_told_it_has_no_login(config, bind, flag):
+    built = collector("dashboard", "--config", config)
+    assert built.returncode == 0, built.stderr
+    server = subprocess.Popen([sys.executable, "-m", "edge_agent.collector.cli", "serve", "--config", config,
+                               "--bind", bind, "--port", "0", *flag], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("serving "), server.stderr.read() if server.poll() is not None else line
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def test_check_reports_each_part(config):
     with Mosquitto() as broker:
         text = config.read_text() + f"mqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n"

@@ -136,8 +136,14 @@ def test_the_access_setting_is_checked_and_names_the_key(tmp_path):
     assert config.dashboard.access == {"physics": ("north/101", "south/*"), "it": ("all",)}
     for text, words in (("{physics: [north]}", "group physics: room pattern 'north'"), ("{physics: []}", "physics"),
                         ("{physics: ['../x/101']}", "../x/101"), ("{'..': [all]}", ".."),
-                        ("{'a/b': [all]}", "a/b")):
+                        ("{'a/b': [all]}", "a/b"), ('{physics: ["north/101\\n"]}', "'north/101\\n'")):
         with pytest.raises(ConfigError) as raised:
             parse_collector_config(f"dashboard:\n  access: {text}\n", base=Path(tmp_path))
         message = str(raised.value)
         assert "access" in message and words in message, message
+
+
+def test_a_name_ending_in_a_newline_never_names_a_file():
+    """The contract's pattern ends in $, which Python's re also matches before a final newline."""
+    assert file_name("101") == "101"
+    assert file_name("101\n").startswith("~") and "\n" not in file_name("101\n")

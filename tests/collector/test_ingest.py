@@ -2,6 +2,7 @@
 
 import json
 
+import paho.mqtt.client as paho
 import pytest
 
 from edge_agent.collector.config import parse_collector_config
@@ -73,3 +74,45 @@ def test_windows_sent_while_the_collector_is_away_arrive_when_it_returns(tmp_pat
         wait_until(lambda: store.count_windows() == 10)
     finally:
         ingest.stop()
+
+
+def test_on_a_broker_binding_ids_to_users_neither_a_camera_nor_check_takes_the_queued_windows(tmp_path):
+    """As the broker role sets mosquitto up: a camera asking for the collector's client id gets its own
+    user's instead, and ``edge-collector check`` (logging in as the collector's own session there)
+    resumes the session without acknowledging anything, so every window queued while the collector
+    was away is stored when it returns."""
+    from edge_agent.collector.ingest import SESSION_EXPIRY_S
+    from edge_agent.common.mqtt import probe_broker
+
+    acl = "user collector\ntopic read classroom/#\nuser pi-1\ntopic write classroom/north/101/pi-1/emotions\n"
+    users = {"collector": "collector secret", "pi-1": "camera secret"}
+    (tmp_path / "password").write_text(users["collector"])
+    text = (f"mqtt:\n  host: 127.0.0.1\n  port: {{port}}\n  reconnect_max_s: 1\n  username: collector\n"
+            f"  password_file: {tmp_path / 'password'}\n")
+    with Mosquitto(allow_anonymous=False, users=users, acl=acl, persistence=True,
+                   extra_config="use_username_as_clientid true") as broker:
+        config = parse_collector_config(text.format(port=broker.port)).mqtt
+        store = Store(f"sqlite:///{tmp_path / 'c.sqlite3'}")
+        ingest = Ingest(store, config, client_id="collector-test")
+        ingest.start()
+        assert ingest.connected.wait(10)
+        ingest.stop()
+        camera = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="collector-test", protocol=paho.MQTTv5)
+        camera.username_pw_set("pi-1", users["pi-1"])
+        camera.connect("127.0.0.1", broker.port)
+        camera.loop_start()
+        try:
+            for seq in range(3):
+                publish(camera, "classroom/north/101/pi-1/emotions", window(seq).to_json())
+            assert probe_broker(config, client_id="collector-test-check", session_expiry_s=SESSION_EXPIRY_S) == \
+                f"127.0.0.1:{broker.port}: connected as collector"
+        finally:
+            camera.disconnect()
+            camera.loop_stop()
+        ingest = Ingest(store, config, client_id="collector-test")
+        ingest.start()
+        try:
+            wait_until(lambda: store.count_windows() == 3)
+        finally:
+            ingest.stop()
+        assert "as collector (p5, c0" in broker.log_text() and "as pi-1 (p5, c1" in broker.log_text()

@@ -1,4 +1,6 @@
+import os
 import sqlite3
+import stat
 
 import pytest
 
@@ -6,6 +8,7 @@ from edge_agent.agent.tally import WindowTally
 from edge_agent.collector.store import Device, Store, StoreError
 from edge_agent.common.contract import EMOTIONS, MAX_COUNT, EmotionsPayload, StatusPayload, format_utc
 from support import free_port
+from support.windows import lesson
 
 T0 = 1_795_000_000 - 1_795_000_000 % 60  # a minute in 2026
 
@@ -153,3 +156,20 @@ def test_sqlite_file_is_in_wal_mode(tmp_path):
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     store.close()
+
+
+def test_a_sqlite_store_is_its_owners_alone_whatever_the_umask_or_an_earlier_mode(tmp_path):
+    path = tmp_path / "collector.sqlite3"
+    old_umask = os.umask(0o022)
+    try:
+        store = Store(f"sqlite:///{path}")
+        store.add_windows(lesson(range(3)))
+        modes = {each.name: stat.S_IMODE(each.stat().st_mode) for each in tmp_path.iterdir()}
+        store.close()
+        assert modes == {"collector.sqlite3": 0o600, "collector.sqlite3-wal": 0o600, "collector.sqlite3-shm": 0o600}
+        # A store an earlier version left readable by everyone is made private when next opened.
+        path.chmod(0o644)
+        Store(f"sqlite:///{path}").close()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        os.umask(old_umask)

@@ -118,24 +118,35 @@ def recap(output):
 
 
 class Client:
-    """A paho client that connects once and says how the broker answered."""
+    """A paho client that connects once and says how the broker answered.
 
-    def __init__(self, port, *, ca=None, username=None, password=None, client_id=None):
+    ``resume=True`` logs in as a persistent session would (no clean start, a week's expiry) and
+    acknowledges nothing, so a session it resumes keeps every queued message for its owner;
+    ``reconnect=False`` leaves it disconnected once the broker drops it (``disconnected`` is set).
+    """
+
+    def __init__(self, port, *, ca=None, username=None, password=None, client_id=None, resume=False,
+                 reconnect=True):
         import paho.mqtt.client as mqtt
 
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                                  client_id=client_id or f"probe-{uuid.uuid4().hex[:8]}")
+                                  client_id=client_id or f"probe-{uuid.uuid4().hex[:8]}", manual_ack=resume,
+                                  reconnect_on_failure=reconnect)
         if ca is not None:
             self.client.tls_set(ca_certs=str(ca))
         if username is not None:
             self.client.username_pw_set(username, password)
         self.port = port
+        self.resume = resume
         self.connack = None
         self.messages = []
+        self.received = []
+        self.disconnected = threading.Event()
         self._answered = threading.Event()
         self._arrived = threading.Condition()
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_disconnect = lambda *args: self.disconnected.set()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         self.connack = reason_code
@@ -144,12 +155,22 @@ class Client:
     def _on_message(self, client, userdata, message):
         with self._arrived:
             self.messages.append(message.topic)
+            self.received.append((message.topic, bytes(message.payload[:200]), len(message.payload),
+                                  bool(message.retain)))
             self._arrived.notify_all()
 
     def connect(self, timeout=10):
         """The CONNACK reason code, or the exception that stopped the connection."""
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        properties = None
+        if self.resume:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = 7 * 24 * 3600
         try:
-            self.client.connect("127.0.0.1", self.port, keepalive=10)
+            self.client.connect("127.0.0.1", self.port, keepalive=10, clean_start=not self.resume,
+                                properties=properties)
         except (OSError, ValueError) as exc:
             return exc
         self.client.loop_start()
@@ -160,8 +181,8 @@ class Client:
         result, mid = self.client.subscribe(topic, qos=1)
         assert result == 0, result
 
-    def publish(self, topic):
-        return self.client.publish(topic, b"{}", qos=1).wait_for_publish(10)
+    def publish(self, topic, payload=b"{}", retain=False):
+        return self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
 
     def wait_for(self, topic, timeout=10):
         with self._arrived:

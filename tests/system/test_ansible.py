@@ -6,6 +6,8 @@ Vault (it must change nothing). The checks look from outside: MQTT clients on th
 collector's SQLite store, systemctl.
 """
 
+import base64
+import hashlib
 import subprocess
 import time
 
@@ -32,6 +34,7 @@ def inventory_data(boxes, port, secrets, wheels):
               "edge_agent_clock_require_sync": False}
     return {"all": {
         "vars": {"mqtt_host": "127.0.0.1", "mqtt_port": port, "secrets_dir": str(secrets),
+                 "mqtt_monitor_users": ["watcher"],
                  "edge_agent_pip_extra_args": f"--no-index {pip_args}",
                  "collector_pip_extra_args": f"--no-index {pip_args}"},
         "children": {
@@ -67,13 +70,14 @@ def lab(tmp_path_factory):
         runs = {"partial": ansible_lab.playbook(inventory, "-e", "edge_agent_pip_extra_args='--no-index'"),
                 "first": ansible_lab.playbook(inventory)}
         passwords = {path.name: path.read_text() for path in (secrets / "mqtt").iterdir()}
+        passwd_first = boxes["server"].run("cat", "/etc/mosquitto/passwd").stdout
         # As the README advises: the secrets go into Ansible Vault, and the next run reads them there.
         vault_password = tmp / "vault-password"
         vault_password.write_text("correct horse battery staple\n")
         ansible_lab.vault_encrypt(vault_password, *(secrets / "mqtt").iterdir(), *(secrets / "pki").glob("*.key"))
         runs["second"] = ansible_lab.playbook(inventory, "--vault-password-file", str(vault_password))
         yield {"boxes": boxes, "port": port, "secrets": secrets, "passwords": passwords, "runs": runs,
-               "setup_s": time.monotonic() - started}
+               "passwd_first": passwd_first, "setup_s": time.monotonic() - started}
     finally:
         for box in boxes.values():
             box.stop()
@@ -126,28 +130,113 @@ def test_the_broker_refuses_anonymous_and_plain_connections(lab):
     assert not port_open(1883), "a plain listener is open on 1883"
 
 
-def test_a_device_publishes_only_under_its_own_topic_and_the_collector_only_reads(lab):
-    watcher, pi_a, collector = client(lab, "collector"), client(lab, "pi-a"), client(lab, "collector")
+def connected(lab, user, **kwargs):
+    each = client(lab, user, **kwargs)
+    answer = each.connect()
+    assert answer is not None and not isinstance(answer, Exception) and not answer.is_failure, (user, answer)
+    return each
+
+
+def window_json(device, room, start, seq):
+    """A window as the contract has it, from a camera of north/ROOM."""
+    from edge_agent.common.contract import EMOTIONS, EmotionsPayload, format_utc
+
+    return EmotionsPayload.model_validate({
+        "schema": 1, "device": device, "site": "north", "room": room, "window_start": format_utc(start),
+        "window_s": 60, "seq": seq, "frames": 60, "faces": 10, "faces_per_frame_median": 10,
+        "counts": dict.fromkeys(EMOTIONS, 0) | {"happy": 6, "neutral": 4}, "suppressed": False,
+        "model": "test"}).to_json()
+
+
+def test_a_device_publishes_only_its_own_three_topics(lab):
+    """pi-b: no agent runs as pi-b (its camera is missing), so these logins disturb no one. pi-a's
+    agent publishes on its own topics meanwhile: what pi-b sent is told apart by its payload."""
+    watcher, pi_b = connected(lab, "watcher"), connected(lab, "pi-b")
+    marked = f'{{"from": "pi-b", "at": {time.time_ns()}}}'.encode()
     try:
-        for each in (watcher, pi_a, collector):
-            answer = each.connect()
-            assert answer is not None and not answer.is_failure, answer
         watcher.subscribe(f"{PREFIX}/#")
         time.sleep(0.5)
-        denied = [f"{PREFIX}/north/102/pi-b/emotions", f"{PREFIX}/north/102/pi-a/emotions",
-                  f"{PREFIX}/south/101/pi-a/emotions"]
+        denied = [f"{PREFIX}/north/101/pi-a/emotions", f"{PREFIX}/north/102/pi-a/emotions",
+                  f"{PREFIX}/south/102/pi-b/emotions", f"{PREFIX}/north/102/pi-b/probe",
+                  f"{PREFIX}/north/102/pi-b/emotions/extra"]
         for topic in denied:
-            pi_a.publish(topic)
-        collector.publish(f"{PREFIX}/north/101/pi-a/probe")
-        allowed = f"{PREFIX}/north/101/pi-a/probe-{time.time_ns()}"
-        pi_a.publish(allowed)
+            pi_b.publish(topic, marked)
+        allowed = f"{PREFIX}/north/102/pi-b/stats"
+        pi_b.publish(allowed, marked)
         # Messages from one client arrive in order: once the allowed one is in, any other would be.
         assert watcher.wait_for(allowed), watcher.messages
-        leaked = [topic for topic in watcher.messages if topic in denied or topic.endswith("/probe")]
+        leaked = [topic for topic, payload, *_ in watcher.received if payload == marked and topic != allowed]
         assert not leaked, leaked
     finally:
-        for each in (watcher, pi_a, collector):
+        for each in (watcher, pi_b):
             each.close()
+
+
+def test_a_camera_cannot_take_the_collectors_session_nor_its_queued_windows(lab):
+    """The collector away; a camera queues three windows for it, then logs in with the collector's
+    client ids; the collector's own login (resuming its session, acknowledging nothing) may not
+    publish. Back, the collector stores all three."""
+    server = lab["boxes"]["server"]
+    starts = [(int(time.time()) // 60 - 180 + minute) * 60 for minute in range(3)]
+    server.run("systemctl", "stop", "edge-collector", timeout=60)
+    watcher = connected(lab, "watcher")
+    try:
+        watcher.subscribe(f"{PREFIX}/#")
+        pi_b = connected(lab, "pi-b")
+        for seq, start in enumerate(starts):
+            pi_b.publish(f"{PREFIX}/north/102/pi-b/emotions", window_json("pi-b", "102", start, seq))
+        pi_b.close()
+        for client_id in ("edge-collector", "collector"):
+            thief = connected(lab, "pi-b", client_id=client_id)
+            time.sleep(1)
+            thief.close()
+        as_collector = connected(lab, "collector", resume=True, reconnect=False)
+        as_collector.publish(f"{PREFIX}/north/101/collector/status", b'{"state": "online"}')
+        as_collector.close()
+        marker = f"{PREFIX}/north/102/pi-b/stats"
+        pi_b = connected(lab, "pi-b")
+        pi_b.publish(marker)
+        pi_b.close()
+        assert watcher.wait_for(marker), watcher.messages
+        assert f"{PREFIX}/north/101/collector/status" not in watcher.messages
+    finally:
+        watcher.close()
+        server.run("systemctl", "start", "edge-collector", timeout=60)
+    deadline = time.monotonic() + 60
+    while ansible_lab.stored_windows(server, "pi-b", timeout=5) < 3 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert ansible_lab.stored_windows(server, "pi-b") == 3, journal(server, "edge-collector")
+    log = server.run("journalctl", "-u", "mosquitto", "--no-pager", "-n", "200").stdout
+    assert "as edge-collector" not in log and "as pi-b (p5, c1" in log, log[-3000:]
+
+
+def test_the_broker_refuses_a_packet_of_a_megabyte_and_retained_messages_off_the_contract(lab):
+    watcher = connected(lab, "watcher")
+    try:
+        watcher.subscribe(f"{PREFIX}/#")
+        time.sleep(0.5)
+        big = connected(lab, "pi-b", reconnect=False)
+        big.client.publish(f"{PREFIX}/north/102/pi-b/emotions", b"x" * 1_000_000, qos=1)
+        assert big.disconnected.wait(20), "the broker kept the client that sent 1 MB"
+        big.client.loop_stop()
+        pi_b = connected(lab, "pi-b")
+        pi_b.publish(f"{PREFIX}/north/102/pi-b/kept", b"{}", retain=True)
+        status = f"{PREFIX}/north/102/pi-b/status"
+        pi_b.publish(status, b'{"state": "offline", "device": "pi-b"}', retain=True)
+        assert watcher.wait_for(status), watcher.messages
+        assert all(size < 1_000_000 for _, _, size, _ in watcher.received), [t for t, *_ in watcher.received]
+        pi_b.close()
+    finally:
+        watcher.close()
+    # Retained messages go to every new subscriber at once: the status is kept, the unlisted one is not.
+    late = connected(lab, "watcher")
+    try:
+        late.subscribe(f"{PREFIX}/north/102/#")
+        assert late.wait_for(status), late.messages
+        time.sleep(1)
+        assert f"{PREFIX}/north/102/pi-b/kept" not in late.messages, late.messages
+    finally:
+        late.close()
 
 
 def test_windows_reach_the_collector_and_the_dashboard(lab):
@@ -174,12 +263,23 @@ def test_each_host_has_only_its_sides_packages(lab):
     assert camera == ["cv2", "ai_edge_litert"]
 
 
-def test_the_broker_keeps_only_password_hashes(lab):
+def test_the_broker_keeps_only_password_hashes_each_with_its_own_kept_salt(lab):
     hashes = lab["boxes"]["server"].run("cat", "/etc/mosquitto/passwd").stdout
     users = dict(line.split(":", 1) for line in hashes.splitlines() if line and not line.startswith("#"))
-    assert set(users) == {"collector", "pi-a", "pi-b"}
-    assert all(value.startswith("$7$") for value in users.values()), users
+    assert set(users) == {"collector", "pi-a", "pi-b", "watcher"}
+    assert all(value.startswith("$7$101$") for value in users.values()), users
     assert not any(secret in hashes for secret in lab["passwords"].values())
+    # Each salt is the random one kept in the secrets (so reruns rewrite nothing), none alike,
+    # none made from the password; the hash is mosquitto's PBKDF2-SHA512 over it.
+    salts = {user: bytes.fromhex((lab["secrets"] / "salts" / "mqtt" / user).read_text()) for user in users}
+    assert len(set(salts.values())) == len(users)
+    for user, value in users.items():
+        _, _, iterations, salt, digest = value.split("$")
+        assert base64.b64decode(salt) == salts[user]
+        assert salts[user] != hashlib.sha512(user.encode() + b"\0" + password(lab, user).encode()).digest()[:12]
+        assert base64.b64decode(digest) == hashlib.pbkdf2_hmac("sha512", password(lab, user).encode(), salts[user],
+                                                                int(iterations), 64)
+    assert hashes == lab["passwd_first"]
 
 
 def test_the_agent_check_passes_with_the_provisioned_files_and_reads_the_service_outbox(lab):

@@ -54,6 +54,15 @@ def test_collector_unit_runs_sandboxed_stores_windows_and_writes_the_dashboard()
             time.sleep(1)
         listing = box.run("ls", "-l", "/var/lib/edge-collector").stdout
         assert "collector.sqlite3" in listing and "edge-collector" in listing
+        # The per-room rules are the web server's: another local user reads neither the store nor a page.
+        store = "/var/lib/edge-collector/collector.sqlite3"
+        modes = box.run("stat", "-c", "%n %a %U:%G", "/var/lib/edge-collector", store, page).stdout.splitlines()
+        assert modes == ["/var/lib/edge-collector 750 edge-collector:edge-collector",
+                         f"{store} 600 edge-collector:edge-collector",
+                         f"{page} 640 edge-collector:edge-collector"], modes
+        for path in (store, page):
+            denied = box.run("runuser", "-u", "nobody", "--", "cat", path, check=False)
+            assert denied.returncode != 0 and "Permission denied" in denied.stderr, (path, denied.stdout[:200])
         assert "Traceback" not in journal()
         box.run("systemctl", "stop", "edge-collector", timeout=60)
         assert show(box, "Result")["Result"] == "success"

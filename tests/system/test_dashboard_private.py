@@ -7,10 +7,16 @@ browser would: Python's urllib and ssl with the school CA the secrets role made.
 """
 
 import base64
+import functools
+import hashlib
 import http.client
+import importlib.util
 import re
 import ssl
+import statistics
+import subprocess
 import time
+import warnings
 
 import pytest
 
@@ -22,6 +28,7 @@ pytestmark = [pytest.mark.system,
 USERS = {"alice": ("north/101",), "bob": ("north/1*",), "it-admin": ("all",)}
 PASSWORDS = {"alice": "alice correct horse", "bob": "bob battery staple", "it-admin": "it: long & random!"}
 DASHBOARD = "/var/lib/edge-collector/dashboard"
+BAN = {"collector_web_ban_maxretry": 30, "collector_web_ban_findtime": 120, "collector_web_ban_bantime": 20}
 # Two lessons in each room, two weeks apart, from their cameras, written as the collector stores them.
 SEED = """
 import time
@@ -47,6 +54,29 @@ store.close()
 """
 
 
+def filter_plugin(role, name):
+    spec = importlib.util.spec_from_file_location(name, ansible_lab.ANSIBLE_DIR / "roles" / role / "filter_plugins"
+                                                  / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+HTPASSWD = filter_plugin("collector", "htpasswd")
+MOSQUITTO = filter_plugin("broker", "mosquitto")
+
+
+def htpasswd_line_as_before(user, password):
+    """What the role wrote before: SHA-512 crypt, with a salt made from the user and the password
+    (so that salt alone confirmed a guess with one SHA-512)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    alphabet = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    seed = hashlib.sha512(b"nginx\0" + user.encode() + b"\0" + password.encode()).digest()
+    return crypt.crypt(password, "$6$rounds=5000$" + "".join(alphabet[byte & 0x3F] for byte in seed[:16]) + "$")
+
+
 def inventory_data(box, ports, secrets, wheels, users):
     pip_args = " ".join(f"--find-links {path}" for path in wheels)
     reach = {"ansible_connection": "community.docker.nsenter", "ansible_python_interpreter": "/usr/bin/python3",
@@ -59,7 +89,9 @@ def inventory_data(box, ports, secrets, wheels, users):
             "servers": {"vars": reach, "hosts": {"server": {
                 "ansible_nsenter_pid": box.leader, "collector_dashboard_refresh_s": 5,
                 "collector_web_server": True, "collector_web_port": ports["http"],
-                "collector_web_tls_port": ports["https"],
+                "collector_web_tls_port": ports["https"], "collector_web_login_check_port": ports["check"],
+                # Bans short enough to wait out, and room for the failed logins the other tests make.
+                **BAN, "collector_web_rate": "10r/s", "collector_web_burst": 60,
                 "dashboard_users": [{"name": name, "password": PASSWORDS[name], "rooms": list(rooms)}
                                     for name, rooms in users.items()]}}},
             # Never reached (the runs are limited to the server): their rooms are what patterns match.
@@ -78,7 +110,7 @@ def lab(tmp_path_factory):
     wheels = [ansible_lab.dependency_wheels(), ansible_lab.project_wheel(tmp / "project")]
     box = container.Container(read_only_binds=[str(path) for path in wheels]).start()
     try:
-        ports = {"mqtt": free_port(), "http": free_port(), "https": free_port()}
+        ports = {"mqtt": free_port(), "http": free_port(), "https": free_port(), "check": free_port()}
         secrets = tmp / "secrets"
 
         def run(users, name):
@@ -88,11 +120,13 @@ def lab(tmp_path_factory):
 
         runs = {"first": run(USERS, "first")}
         assert runs["first"].returncode == 0, runs["first"].stdout[-5000:] + runs["first"].stderr[-2000:]
+        htpasswd_first = box.run("cat", "/etc/nginx/edge-dashboard/htpasswd").stdout
         seed = box.run("runuser", "-u", "edge-collector", "--", "/opt/edge-collector/venv/bin/python", "-c", SEED,
                        check=False, timeout=120)
         assert seed.returncode == 0, seed.stdout + seed.stderr
         runs["again"] = run(USERS, "again")
-        lab = {"box": box, "ports": ports, "ca": secrets / "pki" / "ca.crt", "runs": runs, "run": run}
+        lab = {"box": box, "ports": ports, "ca": secrets / "pki" / "ca.crt", "runs": runs, "run": run,
+               "secrets": secrets, "htpasswd_first": htpasswd_first}
         wait_for_pages(lab)
         lab["setup_s"] = time.monotonic() - started
         yield lab
@@ -136,6 +170,25 @@ def get(lab, path, user=None, password=None):
         connection.close()
 
 
+def fresh_jail(lab):
+    """fail2ban's dashboard jail started afresh: no ban, no failure counted (the tests share 127.0.0.1)."""
+    lab["box"].run("truncate", "-s", "0", "/var/log/nginx/edge-dashboard.error.log")
+    lab["box"].run("fail2ban-client", "restart", "--unban", "edge-dashboard", timeout=60)
+    deadline = time.monotonic() + 30
+    while lab["box"].run("fail2ban-client", "status", "edge-dashboard", check=False).returncode:
+        assert time.monotonic() < deadline, "the jail did not come back"
+        time.sleep(0.5)
+    while get(lab, "/")[0] != 401:  # a ban lifted reloads nginx; a spent burst refills
+        assert time.monotonic() < deadline, get(lab, "/")[0]
+        time.sleep(0.5)
+
+
+def timed(lab, path, user, password):
+    started = time.perf_counter()
+    status, headers, _ = get(lab, path, user, password)
+    return status, headers.get_all("WWW-Authenticate"), time.perf_counter() - started
+
+
 def some_image(lab, room):
     found = lab["box"].run("find", f"{DASHBOARD}/rooms/north/{room}", "-name", "*.svg").stdout.split()
     assert found, room
@@ -152,6 +205,7 @@ def test_the_rerun_changes_nothing(lab):
 
 
 def test_anonymous_and_wrong_passwords_get_401_and_never_content(lab):
+    fresh_jail(lab)
     for path in ("/", "/index.html", "/rooms/north/101.html", some_image(lab, "101"), "/groups/alice/index.html",
                  "/devices/pi-a.html", "/no/such/page"):
         status, headers, body = get(lab, path)
@@ -228,6 +282,7 @@ def test_every_answer_carries_the_security_headers(lab):
         policy = headers["Content-Security-Policy"]
         assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy and "img-src 'self'" in policy
         assert "script-src" not in policy
+        assert headers["Cache-Control"] == "no-store"
 
 
 def test_the_pages_show_their_style_and_charts_in_chromium_under_the_security_policy(lab):
@@ -266,13 +321,100 @@ def test_no_tls_below_1_2(lab):
             pass
 
 
-def test_the_server_keeps_only_password_hashes(lab):
+def bcrypt_salts(text):
+    return {line.split(":", 1)[0]: line.split(":", 1)[1][:29] for line in text.splitlines() if line}
+
+
+def test_the_server_keeps_only_bcrypt_hashes_with_the_kept_random_salts(lab):
     text = lab["box"].run("cat", "/etc/nginx/edge-dashboard/htpasswd").stdout
     lines = dict(line.split(":", 1) for line in text.splitlines() if line)
-    assert set(lines) == set(USERS) and all(value.startswith("$6$") for value in lines.values()), lines
+    assert set(lines) == set(USERS) and all(value.startswith("$2b$10$") for value in lines.values()), lines
     assert not any(secret in text for secret in PASSWORDS.values())
     stat = lab["box"].run("stat", "-c", "%a %U:%G", "/etc/nginx/edge-dashboard/htpasswd").stdout.strip()
     assert stat == "640 root:www-data"
+    # Each user's salt is the random one kept on the control node (no two alike), so the run
+    # after the first wrote the same file; nothing in it comes from the password.
+    salts = bcrypt_salts(text)
+    assert len(set(salts.values())) == len(USERS)
+    for user in USERS:
+        kept = bytes.fromhex((lab["secrets"] / "salts" / "dashboard" / user).read_text())
+        assert salts[user] == HTPASSWD.bcrypt_salt(kept, 10)
+        assert HTPASSWD.htpasswd_hash(PASSWORDS[user], kept.hex(), 10) == lines[user]
+    assert text == lab["htpasswd_first"]
+
+
+def test_a_wrong_name_costs_the_same_as_a_wrong_password(lab):
+    """nginx skips the hash for a name it does not know: the decoy check must make up for it."""
+    fresh_jail(lab)
+    known, unknown = [], []
+    for _ in range(5):
+        known.append(timed(lab, "/rooms/north/101.html", "alice", "wrong"))
+        unknown.append(timed(lab, "/rooms/north/101.html", "mallory", "wrong"))
+    assert {(status, tuple(header)) for status, header, _ in known + unknown} == \
+        {(401, ('Basic realm="Classroom dashboard"', 'Basic realm="Classroom dashboard"'))}
+    known_s = statistics.median(seconds for *_, seconds in known)
+    unknown_s = statistics.median(seconds for *_, seconds in unknown)
+    print(f"\nmedian 401 for a known name {known_s * 1000:.0f} ms, for an unknown one {unknown_s * 1000:.0f} ms")
+    assert 0.5 < unknown_s / known_s < 2, (known_s, unknown_s)
+
+
+def test_requests_beyond_the_rate_get_429(lab):
+    statuses = [get(lab, "/")[0] for _ in range(150)]
+    assert statuses.count(429) > 0 and set(statuses) == {401, 429}, statuses
+    fresh_jail(lab)
+
+
+def test_guessing_is_banned_and_the_right_password_works_after_the_ban(lab):
+    fresh_jail(lab)
+    statuses = [get(lab, "/rooms/north/101.html", "alice", f"guess {n}")[0] for n in range(30)]
+    assert statuses[0] == 401 and set(statuses) <= {401, 403, 429}, statuses
+    deadline = time.monotonic() + 15
+    while get(lab, "/rooms/north/101.html", "alice")[0] != 403:
+        assert time.monotonic() < deadline, "30 wrong passwords, and the right one still gets in"
+        time.sleep(0.5)
+    assert b"north/101" not in get(lab, "/rooms/north/101.html", "alice")[2]
+    banned_at = time.monotonic()
+    while (answer := get(lab, "/rooms/north/101.html", "alice"))[0] != 200:
+        assert answer[0] == 403 and time.monotonic() - banned_at < BAN["collector_web_ban_bantime"] + 30, answer[0]
+        time.sleep(1)
+    print(f"\nbanned after {len(statuses)} guesses ({statuses.count(403)} answered 403), "
+          f"let in again {time.monotonic() - banned_at:.0f} s later")
+
+
+def test_another_local_user_reads_neither_the_store_nor_a_room(lab):
+    box = lab["box"]
+    store = "/var/lib/edge-collector/collector.sqlite3"
+    modes = box.run("stat", "-c", "%a %U:%G", "/var/lib/edge-collector", store, DASHBOARD,
+                    f"{DASHBOARD}/rooms/north/101.html").stdout.split("\n")
+    assert modes[:4] == ["750 edge-collector:edge-collector", "600 edge-collector:edge-collector",
+                         "750 edge-collector:edge-collector", "640 edge-collector:edge-collector"], modes
+    for path in (store, f"{DASHBOARD}/rooms/north/101.html", f"{DASHBOARD}/index.html"):
+        denied = box.run("runuser", "-u", "nobody", "--", "cat", path, check=False)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr, (path, denied.stdout[:200])
+    # nginx reads them as a member of the collector's group, and no more than that: not the store.
+    assert box.run("runuser", "-u", "www-data", "--", "cat", store, check=False).returncode != 0
+    assert get(lab, "/rooms/north/101.html", "alice")[0] == 200
+
+
+def test_the_school_ca_signs_for_no_other_name(lab, tmp_path):
+    pki = lab["secrets"] / "pki"
+    openssl = functools.partial(subprocess.run, check=True, capture_output=True, text=True, timeout=30)
+    constraints = openssl(["openssl", "x509", "-in", str(pki / "ca.crt"), "-noout", "-ext", "nameConstraints"]).stdout
+    assert "critical" in constraints and "IP:127.0.0.1/255.255.255.255" in constraints, constraints
+    for name, extension in (("www.bank.example", "DNS:www.bank.example"), ("192.0.2.10", "IP:192.0.2.10")):
+        key, csr, cert = (tmp_path / f"{name}.{kind}" for kind in ("key", "csr", "crt"))
+        openssl(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}"])
+        (tmp_path / "ext").write_text(f"subjectAltName={extension}\n")
+        openssl(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"),
+                 "-CAserial", str(tmp_path / "ca.srl"), "-CAcreateserial", "-out", str(cert), "-days", "2",
+                 "-extfile", str(tmp_path / "ext")])
+        verified = subprocess.run(["openssl", "verify", "-CAfile", str(pki / "ca.crt"), str(cert)],
+                                  capture_output=True, text=True, timeout=30)
+        assert verified.returncode != 0 and "permitted subtree violation" in verified.stdout + verified.stderr, \
+            verified.stdout + verified.stderr
+    assert subprocess.run(["openssl", "verify", "-CAfile", str(pki / "ca.crt"), str(pki / "dashboard.crt")],
+                          capture_output=True, timeout=30).returncode == 0
 
 
 def test_bad_dashboard_users_stop_the_run_before_anything_changes(tmp_path):
@@ -296,11 +438,28 @@ def test_bad_dashboard_users_stop_the_run_before_anything_changes(tmp_path):
     assert "Make the secrets" not in result.stdout
 
 
-def test_zz_a_removed_user_gets_401_after_the_rerun(lab):
-    """Last: it changes the server. bob leaves the inventory; his group index goes with him."""
+def test_zz_a_removed_user_gets_401_after_the_rerun_and_hashes_from_before_are_replaced(lab):
+    """Last: it changes the server. bob leaves the inventory; his group index goes with him. The
+    password files are put back as an earlier version wrote them (salts made from user and
+    password): the run replaces them with the kept random salts."""
+    fresh_jail(lab)
     assert get(lab, "/groups/bob/index.html", "bob")[0] == 200
+    box = lab["box"]
+    box.write("/etc/nginx/edge-dashboard/htpasswd",
+              "".join(f"{user}:{htpasswd_line_as_before(user, PASSWORDS[user])}\n" for user in USERS))
+    assert get(lab, "/groups/bob/index.html", "bob")[0] == 200  # nginx reads the file on every login
+    collector_password = (lab["secrets"] / "mqtt" / "collector").read_text()
+    old_salt = hashlib.sha512(b"collector\0" + collector_password.encode()).digest()[:12]
+    box.write("/etc/mosquitto/passwd", f"collector:{MOSQUITTO.mosquitto_hash(collector_password, old_salt.hex())}\n")
     removed = lab["run"]({name: rooms for name, rooms in USERS.items() if name != "bob"}, "removed")
     assert removed.returncode == 0, removed.stdout[-5000:]
+    salts = bcrypt_salts(box.run("cat", "/etc/nginx/edge-dashboard/htpasswd").stdout)
+    before = bcrypt_salts(lab["htpasswd_first"])
+    assert salts == {"alice": before["alice"], "it-admin": before["it-admin"]}
+    passwd = box.run("cat", "/etc/mosquitto/passwd").stdout
+    kept = bytes.fromhex((lab["secrets"] / "salts" / "mqtt" / "collector").read_text())
+    assert f"collector:{MOSQUITTO.mosquitto_hash(collector_password, kept.hex())}\n" in passwd
+    assert base64.b64encode(old_salt).decode() not in passwd
     for path in ("/", "/groups/bob/index.html", "/rooms/north/102.html"):
         assert get(lab, path, "bob")[0] == 401, path
     assert get(lab, "/rooms/north/101.html", "alice")[0] == 200

@@ -9,9 +9,11 @@ rooms/SITE/ROOM/).
 
 import re
 
-USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PART = r"[A-Za-z0-9_.*?-]{1,64}"
-PATTERN = re.compile(rf"^(all|{PART}/{PART})$")
+PATTERN = re.compile(rf"all|{PART}/{PART}")
+# bcrypt (filter htpasswd_hash) reads no further.
+MAX_PASSWORD_BYTES = 72
 
 
 def _glob_regex(pattern):
@@ -35,11 +37,13 @@ def dashboard_problems(users, rooms, web_server=True):
             problems.append(f"dashboard_users item {number}: not a mapping of name, password and rooms")
             continue
         name = str(user.get("name", ""))
-        who = f"dashboard_users user {name}" if name else f"dashboard_users item {number}"
+        # repr for a name with a newline or another control character: the message stays one line.
+        who = (f"dashboard_users user {name if name.isprintable() else repr(name)}" if name
+               else f"dashboard_users item {number}")
         unknown = sorted(set(user) - {"name", "password", "rooms"})
         if unknown:
             problems.append(f"{who}: unknown key {', '.join(unknown)} (keys: name, password, rooms)")
-        if not USER.match(name):
+        if not USER.fullmatch(name):
             problems.append(f"{who}: key name must be 1-64 letters, digits, _ . - (it names a folder and a login)")
         elif name in seen:
             problems.append(f"{who}: key name is used twice")
@@ -48,6 +52,9 @@ def dashboard_problems(users, rooms, web_server=True):
         if password is None or str(password) == "":
             problems.append(f"{who}: key password is missing; put it in Ansible Vault "
                             "(ansible-vault encrypt_string) and set it there")
+        elif len(str(password).encode()) > MAX_PASSWORD_BYTES or "\0" in str(password):
+            problems.append(f"{who}: key password is longer than {MAX_PASSWORD_BYTES} bytes or holds a NUL; bcrypt "
+                            "would check only its start: choose a shorter one (six random words are plenty)")
         patterns = user.get("rooms")
         if isinstance(patterns, str):
             patterns = [patterns]
@@ -56,7 +63,7 @@ def dashboard_problems(users, rooms, web_server=True):
             continue
         for pattern in patterns:
             pattern = str(pattern)
-            if not PATTERN.match(pattern):
+            if not PATTERN.fullmatch(pattern):
                 problems.append(f"{who}: key rooms: {pattern!r} is not all or site/room (wildcards * ?)")
             elif pattern != "all" and not any(re.fullmatch(_glob_regex(pattern), room) for room in rooms):
                 problems.append(f"{who}: key rooms: {pattern} matches no camera's site/room in the inventory "
