@@ -212,10 +212,9 @@ class Architecture:
 
 
 # fer-vgg5 (one convolution per scale and a second at 12x12) reached 63.97% at epoch 50 of 60.
-# fer-gap9 has nine
-# convolutions, most where a feature spans an eye or the mouth (11x11), and averages globally;
-# its widths keep a face at 44M multiply-adds (44 px), so a Pi 4 core labels a full room in
-# about half a second (the model card's estimate).
+# fer-gap9 has nine convolutions, most where a feature spans an eye or the mouth (11x11), and
+# averages globally; its widths keep a face at 44M multiply-adds (44 px), so a Pi 4 core labels a
+# full room in about half a second (the model card's estimate).
 ARCHITECTURES = {
     "fer-vgg5": Architecture(((32,), (64,), (128, 128), (256,)), "flatten"),
     "fer-gap9": Architecture(((20, 20), (40, 40), (80, 80, 80), (160, 160)), "gap"),
@@ -447,6 +446,7 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
     flags = cpu_flags()
     onednn_isa = guard_onednn(flags)
     precision = choose_precision(precision, flags)
+    cpu = cpu_name()
     from .keras_model import import_tensorflow
 
     if Path(out).suffix != ".h5":
@@ -500,7 +500,7 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
                                  "restore it from git or move the directory away to start again") from None
         start_epoch, elapsed_before = begun["epoch"], float(begun.get("elapsed_s", 0.0))
         progress(f"resuming {store.path} after epoch {start_epoch}/{recipe.epochs}")
-    progress(f"training in {precision} on {cpu_name()}" + (f" (oneDNN capped at {onednn_isa})" if onednn_isa else ""))
+    progress(f"training in {precision} on {cpu}" + (f" (oneDNN capped at {onednn_isa})" if onednn_isa else ""))
 
     steps = len(images) // recipe.batch_size
     loss_fn = tf_keras.losses.CategoricalCrossentropy()
@@ -560,7 +560,7 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
                   "publictest_accuracy": val_acc, "publictest_flip_accuracy": val_flip,
                   "lr_end": learning_rate(recipe, epoch + 1), "seconds": round(last_epoch_s, 1),
                   "faces_per_s": round(steps * recipe.batch_size / trained_s, 1),
-                  "precision": precision, "cpu": cpu_name(), "threads": threads or os.cpu_count()}
+                  "precision": precision, "cpu": cpu, "threads": threads or os.cpu_count()}
         store.commit(checkpoint, epoch + 1, record, elapsed_before + time.monotonic() - run_started)
         progress(f"epoch {epoch + 1}/{recipe.epochs}: loss {record['loss']:.3f}, "
                  f"train {100 * record['train_accuracy']:.1f}%, PublicTest {100 * val_acc:.2f}% "
