@@ -113,25 +113,25 @@ def state_dir_for(name: str) -> Path:
     return models_dir() / "training" / name
 
 
-def cpu_flags() -> set[str]:
+def _cpuinfo(key: str) -> str | None:
+    """The first ``key: value`` of /proc/cpuinfo, or None where there is none."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    return set((_cpuinfo("flags") or "").split())
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def choose_precision(asked: str, flags: set[str]) -> str:
@@ -568,9 +568,6 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
 
     done = (store.current() or {}).get("epoch", 0) >= recipe.epochs
     history = store.history()
-    # Rebuilt in float32 (the trained one may compute in bfloat16), for the int8 conversion.
-    export = build_network(recipe, tf_keras)
-    export.set_weights(model.get_weights())
     record = {
         "finished": done,
         "epochs_done": (store.current() or {}).get("epoch", 0),
@@ -583,7 +580,7 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
                        "use": "watched per epoch only; the model written is the last epoch's"},
         "parameters": int(model.count_params()),
         "model_input": recipe.trained_size,
-        "multiply_adds_per_face": multiply_adds(export),
+        "multiply_adds_per_face": multiply_adds(model),
         "wall_time_s": round((store.current() or {}).get("elapsed_s", 0.0), 1),
         "threads": threads or os.cpu_count(),
         "precision": sorted({h.get("precision", "float32") for h in history}),
@@ -595,6 +592,9 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp.h5")
+        # Rebuilt in float32 (the trained one may compute in bfloat16), for the int8 conversion.
+        export = build_network(recipe, tf_keras)
+        export.set_weights(model.get_weights())
         export.save(tmp, include_optimizer=False, save_format="h5")
         os.replace(tmp, out)
         record["model"] = out.name
