@@ -18,8 +18,7 @@ from .emotions import EmotionClassifier
 from .faces import FaceDetector, Scan
 from .outbox import Outbox
 from .pipeline import FramePipeline, search_state_path
-from .search import describe_state
-from .seats import reach_for
+from .search import describe_state, reach_for
 from .snapshot import draw_snapshot, encode, search_bands, writable_target, write_private
 
 

@@ -14,7 +14,9 @@ import pytest
 from edge_agent.agent.config import parse_config
 from edge_agent.agent.faces import FaceDetector, Scan
 from edge_agent.agent.search import FORMAT, LearnedSearch, describe_state, plan_bands
-from edge_agent.agent.seats import CONFIRM, Region, Seats, merge, search_seats
+from edge_agent.agent.search.learned import CONFIRM, search_seats
+from edge_agent.agent.search.regions import Region, merge
+from edge_agent.agent.search.seats import Seats
 from edge_agent.common.config import ConfigError
 from edge_agent.tools.classroom import build_lesson, build_scenes, faces_from_photos, match
 from support import CASCADE, DATA, run_cli
