@@ -19,6 +19,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """An argument that must be a number of at least 0."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def utc_time_arg(text: str) -> float:
     """An ISO 8601 time as epoch seconds; without an offset it is UTC."""
     try:

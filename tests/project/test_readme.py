@@ -9,10 +9,13 @@ from edge_agent.agent.cli import build_parser as agent_parser
 from edge_agent.agent.config import AgentConfig
 from edge_agent.collector.cli import build_parser as collector_parser
 from edge_agent.collector.config import CollectorConfig
+from edge_agent.tools.cli import build_parser as tools_parser
 from support import REPO
 
 README = (REPO / "README.md").read_text()
 PARSERS = {"edge-agent": agent_parser(), "edge-collector": collector_parser()}
+# `edge-agent` only lists its developer tools' verbs; their own parser takes the rest of the line.
+TOOLS = tools_parser()
 COMMAND = re.compile(r"(?:^|[\s`/])(edge-agent|edge-collector)((?: +[^\s`|#;&]+)*)", re.MULTILINE)
 KEY = re.compile(r"`([a-z_]+(?:\.[a-z_0-9]+)+)(?::[^`]*)?`")
 
@@ -37,6 +40,8 @@ def subparser(parser, name):
 def resolve(program, words):
     """The innermost (sub)parser the words name, and the words left for it."""
     parser = PARSERS[program]
+    if program == "edge-agent" and words and subparser(TOOLS, words[0]) is not None:
+        parser = TOOLS
     while words and (child := subparser(parser, words[0])) is not None:
         parser, words = child, words[1:]
     return parser, words
