@@ -6,22 +6,8 @@ running agent never draws.
 
 import datetime as dt
 
-from ..common.charts import draw_interest_pie, draw_stacked_shares
+from ..common.charts import draw_interest_pie, draw_stacked_shares, pyplot
 from ..common.contract import DEFAULT_INTERESTED, EMOTIONS
-from ..common.errors import EdgeAgentError
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only backend: charts are files, drawn without a display."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise EdgeAgentError("drawing a chart needs matplotlib, which the agent's install leaves out: "
-                             "pip install matplotlib") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def total_counts(payloads):

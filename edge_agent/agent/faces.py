@@ -140,7 +140,7 @@ class FaceDetector:
         Shrinking is for bands (:mod:`edge_agent.agent.search`), not seats. A seat's region is small,
         and forty of them a frame each paid a resize's fixed cost of 20-30 us for no saving
         (0.7% of the 1280x720 lesson's frame time; OpenCV's pyramid shrinks the region anyway),
-        and found the same faces. Bands left unshrunk missed a 119 px face the seed finds in 3 of
+        and found the same faces. Bands left unshrunk missed a 119 px face the baseline finds in 3 of
         60 random-seat frames at 1280x720 (a face at the cascade's threshold flips with the size of
         the copy searched), and found none that shrunk bands missed.
         """

@@ -9,7 +9,7 @@ imported when a report is drawn, not when the collector starts; the dashboard dr
 import datetime as dt
 import math
 
-from ..common.charts import EMOTION_COLORS, INTERESTED_COLOR, draw_interest_pie, draw_stacked_shares
+from ..common.charts import EMOTION_COLORS, INTERESTED_COLOR, draw_interest_pie, draw_stacked_shares, pyplot
 from ..common.contract import DEFAULT_INTERESTED, EMOTIONS, interest_ratio
 from .sessions import interest_series, smooth
 
@@ -20,16 +20,6 @@ SMOOTHED_COLOR = "#00634a"
 GAP_LABEL = "suppressed / no data"
 NO_DATA = "no data: no minute with faces to count"
 DPI = 120
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only backend: charts are drawn on servers without a display."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def interest_points(session, interested=DEFAULT_INTERESTED):

@@ -2,10 +2,12 @@
 
 The agent's ``analyze --chart`` and the collector's dashboard and reports draw with these, so an
 emotion looks the same wherever it is shown. Each function draws on a matplotlib ``Axes`` it is
-given; this module imports no matplotlib, so importing it costs a Pi nothing.
+given; this module imports no matplotlib (``pyplot`` does, when called), so importing it costs a Pi
+nothing.
 """
 
 from .contract import DEFAULT_INTERESTED, EMOTIONS
+from .errors import EdgeAgentError
 
 # One colour per emotion, the same in every chart the product draws: Okabe and Ito's palette,
 # told apart with every common colour-vision deficiency (no red beside green).
@@ -14,6 +16,19 @@ EMOTION_COLORS = {
     "sad": "#56b4e9", "surprise": "#e69f00", "neutral": "#999999",
 }
 INTERESTED_COLOR, NOT_INTERESTED_COLOR = "#009e73", "#c7c7c7"
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only backend: charts are files, drawn without a display."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise EdgeAgentError("drawing a chart needs matplotlib, which the agent's install leaves out: "
+                             "pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def draw_interest_pie(ax, counts, interested=DEFAULT_INTERESTED):

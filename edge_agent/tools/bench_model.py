@@ -38,7 +38,7 @@ def float_tflite_from_keras(keras_model, directory):
     return path
 
 
-def seed_predict_per_face(keras_model, faces):
+def baseline_predict_per_face(keras_model, faces):
     """The original project's way: one Keras ``predict()`` per face, preprocessing included."""
     from .keras_model import model_inputs
 
@@ -67,13 +67,13 @@ def classifier_call(classifier, faces, batch):
 def bench_model(model_paths, faces, keras_model=None, threads=1):
     """Rows ``{"name", "ms_per_face", "note"}`` for each int8 model in ``model_paths``.
 
-    The first row is the seed's Keras baseline when TensorFlow is present."""
+    The first row is the baseline (the laptop prototype's Keras way) when TensorFlow is present."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if keras_model is not None:
             rows.append({
-                "name": "seed: Keras float, predict() per face",
-                "ms_per_face": ms_per_face(seed_predict_per_face(keras_model, faces), 1, rounds=3),
+                "name": "baseline: Keras float, predict() per face",
+                "ms_per_face": ms_per_face(baseline_predict_per_face(keras_model, faces), 1, rounds=3),
                 "note": "baseline",
             })
             float_model = EmotionClassifier(float_tflite_from_keras(keras_model, tmp), num_threads=threads)
@@ -98,7 +98,7 @@ def bench_model(model_paths, faces, keras_model=None, threads=1):
                         row["vs_first_model"] = row["ms_per_face"] / first_model[way]
                     rows.append(row)
     if keras_model is None:
-        rows.insert(0, {"name": "seed: Keras float, predict() per face", "ms_per_face": None,
+        rows.insert(0, {"name": "baseline: Keras float, predict() per face", "ms_per_face": None,
                         "note": "skipped: TensorFlow not installed (pip install -e '.[model]')"})
     baseline = rows[0]["ms_per_face"]
     for row in rows:
@@ -110,7 +110,7 @@ def bench_model(model_paths, faces, keras_model=None, threads=1):
 def format_rows(rows, runtime, threads):
     lines = [f"emotion model, ms per face ({threads} thread(s), runtime {runtime}); "
              "'time vs 1st': a later model's time over the first model's, the same way",
-             f"  {'way':<58}{'ms/face':>10}{'vs seed':>10}{'time vs 1st':>13}"]
+             f"  {'way':<58}{'ms/face':>10}{'vs base':>10}{'time vs 1st':>13}"]
     for row in rows:
         ms = "-" if row["ms_per_face"] is None else f"{row['ms_per_face']:.3f}"
         speedup = f"{row['speedup']:.0f}x" if "speedup" in row else ""

@@ -1,6 +1,6 @@
-"""Milliseconds per frame of our face finding and pipeline against the seed's, on the same frames in one run.
+"""Milliseconds per frame of our face finding and pipeline against the baseline's, on the same frames in one run.
 
-The seed's pipeline: Haar (1.1, 5, 30) on the full frame, then one Keras ``predict()`` per
+The baseline's pipeline: Haar (1.1, 5, 30) on the full frame, then one Keras ``predict()`` per
 face. Ours: the learned search (see :mod:`edge_agent.agent.search`), then every face of the
 frame in one int8 interpreter call. Everything runs on one thread. Faces found are compared too:
 a faster search that misses faces would be no gain.
@@ -32,7 +32,7 @@ from ..agent.search import LearnedSearch
 from .classroom import SIZE_BUCKETS, Scene, build_lesson, build_scenes, faces_from_photos, score
 from .keras_model import model_inputs
 
-SEED_DETECTOR = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 30}
+BASELINE_DETECTOR = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 30}
 # The default before the learned search: whole frames shrunk to 960 px wide.
 BEFORE_WIDTH = 960
 CONTEXT = 1.6
@@ -74,7 +74,7 @@ def video_frames(path, every=1):
     return frames[::every], decode_ms
 
 
-class SeedPipeline:
+class BaselinePipeline:
     """The original project's per-frame work, written the way it did it."""
 
     def __init__(self, cascade_path, keras_model):
@@ -125,13 +125,13 @@ def time_frames(process, frames, repeats):
     return float(np.median(passes)), boxes
 
 
-def compare(frames, seed, ours, repeats, true_faces=None):
-    """Seed and ours on the same frames: ms per frame, faces, and our own overhead share.
+def compare(frames, baseline, ours, repeats, true_faces=None):
+    """Baseline and ours on the same frames: ms per frame, faces, and our own overhead share.
 
     With ``true_faces`` (boxes per frame) both are scored against them; without, against the
-    distinct faces the seed found.
+    distinct faces the baseline found.
     """
-    seed_ms, seed_boxes = time_frames(seed.process, frames, repeats)
+    baseline_ms, baseline_boxes = time_frames(baseline.process, frames, repeats)
     ours.detector.cascade_seconds = ours.classifier.invoke_seconds = 0.0
     wall = [0.0]
 
@@ -143,15 +143,15 @@ def compare(frames, seed, ours, repeats, true_faces=None):
 
     ours_ms, ours_boxes = time_frames(ours_process, frames, repeats)
     inner = ours.detector.cascade_seconds + ours.classifier.invoke_seconds
-    reference = true_faces if true_faces is not None else [distinct(boxes) for boxes in seed_boxes]
+    reference = true_faces if true_faces is not None else [distinct(boxes) for boxes in baseline_boxes]
     return {
         "frames": len(frames),
-        "seed_ms": seed_ms, "ours_ms": ours_ms, "speedup": seed_ms / ours_ms,
-        "reference": "true faces" if true_faces is not None else "faces the seed found",
+        "baseline_ms": baseline_ms, "ours_ms": ours_ms, "speedup": baseline_ms / ours_ms,
+        "reference": "true faces" if true_faces is not None else "faces the baseline found",
         "reference_faces": sum(len(r) for r in reference),
-        "seed_found": sum(matched(s, r) for s, r in zip(seed_boxes, reference, strict=True)),
+        "baseline_found": sum(matched(s, r) for s, r in zip(baseline_boxes, reference, strict=True)),
         "ours_found": sum(matched(o, r) for o, r in zip(ours_boxes, reference, strict=True)),
-        "seed_detections": sum(len(b) for b in seed_boxes),
+        "baseline_detections": sum(len(b) for b in baseline_boxes),
         "ours_detections": sum(len(b) for b in ours_boxes),
         "overhead_pct": 100.0 * (wall[0] - inner) / wall[0] if wall[0] else 0.0,
     }
@@ -222,21 +222,9 @@ def _own_work_split(row: dict) -> str:
             f"{row['overhead_pct'] - row['resize_pct']:.1f}% choosing where to search")
 
 
-def bench_lesson(scenes: list[Scene], cascade, learn_frames: int, full_every: int) -> dict:
-    """The seed's search, the previous default, the default learned search and the same with a coarse
-    scan, frame by frame, through one lesson.
-
-    The learning frames (the agent's first minute, whole frames) are reported apart from the rest,
-    which holds one whole-frame search in ``full_every`` as the agent does.
-    """
-    cv2.setNumThreads(1)
-    seed = FaceDetector(cascade, detect_width=0, **SEED_DETECTOR)
-    before = FaceDetector(cascade, detect_width=BEFORE_WIDTH, **SEED_DETECTOR)
-    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, fine_scan=name != "coarse", **SEED_DETECTOR),
-                                    learn_frames=learn_frames, full_every=full_every)
-                for name in ("ours", "coarse")}
-    finders = {"seed": seed.detect, "before": before.detect,
-               **{name: search.detect for name, search in searches.items()}}
+def _time_finders(scenes: list[Scene], finders: dict, searches: dict, learn_frames: int):
+    """Each finder on each scene in turn: ms per frame and boxes per finder; per learned search, its
+    wall time after learning (its counters restart there too) and the kind of search of each frame."""
     ms = {name: [] for name in finders}
     boxes = {name: [] for name in finders}
     kinds = {name: [] for name in searches}
@@ -252,6 +240,26 @@ def bench_lesson(scenes: list[Scene], cascade, learn_frames: int, full_every: in
             if name in searches:
                 walls[name] += ms[name][-1] / 1000
                 kinds[name].append(searches[name].last_search)
+    return ms, boxes, walls, kinds
+
+
+def bench_lesson(scenes: list[Scene], cascade, learn_frames: int, full_every: int) -> dict:
+    """The baseline's search, the previous default, the default learned search and the same with a coarse
+    scan, frame by frame, through one lesson.
+
+    The learning frames (the agent's first minute, whole frames) are reported apart from the rest,
+    which holds one whole-frame search in ``full_every`` as the agent does.
+    """
+    cv2.setNumThreads(1)
+    baseline = FaceDetector(cascade, detect_width=0, **BASELINE_DETECTOR)
+    before = FaceDetector(cascade, detect_width=BEFORE_WIDTH, **BASELINE_DETECTOR)
+    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, fine_scan=name != "coarse",
+                                                 **BASELINE_DETECTOR),
+                                    learn_frames=learn_frames, full_every=full_every)
+                for name in ("ours", "coarse")}
+    finders = {"baseline": baseline.detect, "before": before.detect,
+               **{name: search.detect for name, search in searches.items()}}
+    ms, boxes, walls, kinds = _time_finders(scenes, finders, searches, learn_frames)
     parts = {"first": slice(0, learn_frames), "rest": slice(learn_frames, None)}
     rows = {name: {part: {"ms": float(np.mean(ms[name][cut])), **_found(scenes[cut], boxes[name][cut])}
                    for part, cut in parts.items()} for name in ms}
@@ -288,20 +296,20 @@ def _size_headers(sizes) -> str:
 
 
 def format_lesson(result: dict) -> str:
-    sizes = list(result["seed"]["rest"]["found_by_size"])
+    sizes = list(result["baseline"]["rest"]["found_by_size"])
     lines = [f"lesson {result['frame']}: the same students in the same seats, {result['frames']} frames, the first "
              f"{result['learn_frames']} (learning: whole frames) apart; one thread",
-             f"  {'search':<50}{'frames':>7}{'ms/frame':>9}{'x seed':>7}{'found':>7}"
+             f"  {'search':<50}{'frames':>7}{'ms/frame':>9}{'x base':>7}{'found':>7}"
              + _size_headers(sizes) + f"{'false':>7}"]
-    labels = {"seed": "seed (Haar 1.1/5/30, whole frame)", "before": f"previous default (width {BEFORE_WIDTH})",
+    labels = {"baseline": "baseline (Haar 1.1/5/30, whole frame)", "before": f"previous default (width {BEFORE_WIDTH})",
               "ours": "defaults (seats)", "coarse": "coarse scan (seats)"}
     for part, title in (("first", "first minute"), ("rest", "after it")):
-        seed_ms = result["seed"][part]["ms"]
+        baseline_ms = result["baseline"][part]["ms"]
         for key, label in labels.items():
             row = result[key][part]
             by_size = _by_size_cells(row)
             frames = result["learn_frames"] if part == "first" else result["frames"] - result["learn_frames"]
-            lines.append(f"  {label + ', ' + title:<50}{frames:7d}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x"
+            lines.append(f"  {label + ', ' + title:<50}{frames:7d}{row['ms']:9.1f}{baseline_ms / row['ms']:6.1f}x"
                          f"{100 * row['found']:6.1f}%{by_size}{row['false_detections']:7d}")
     for key in ("ours", "coarse"):
         row = result[key]
@@ -313,7 +321,7 @@ def format_lesson(result: dict) -> str:
 
 
 def bench_search(classroom: Classroom, cascade, learn_frames: int, full_every: int) -> dict:
-    """On random seats: the seed's search, the previous default, the learned bands, the defaults and the
+    """On random seats: the baseline's search, the previous default, the learned bands, the defaults and the
     defaults with a coarse scan (``fine_scan: false``), frame by frame; then the same through a lesson
     (:func:`bench_lesson`).
 
@@ -323,27 +331,14 @@ def bench_search(classroom: Classroom, cascade, learn_frames: int, full_every: i
     """
     cv2.setNumThreads(1)
     scenes = classroom.random_seats()
-    seed = FaceDetector(cascade, detect_width=0, **SEED_DETECTOR)
-    before = FaceDetector(cascade, detect_width=BEFORE_WIDTH, **SEED_DETECTOR)
-    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, fine_scan=name != "coarse", **SEED_DETECTOR),
+    baseline = FaceDetector(cascade, detect_width=0, **BASELINE_DETECTOR)
+    before = FaceDetector(cascade, detect_width=BEFORE_WIDTH, **BASELINE_DETECTOR)
+    searches = {name: LearnedSearch(FaceDetector(cascade, detect_width=0, fine_scan=name != "coarse",
+                                                 **BASELINE_DETECTOR),
                                     learn_frames=learn_frames, full_every=10 ** 9, seats=name != "bands")
                 for name in ("bands", "learned", "coarse")}
-    finders = {"seed": seed.detect, "before": before.detect, **{name: s.detect for name, s in searches.items()}}
-    ms = {name: [] for name in finders}
-    boxes = {name: [] for name in finders}
-    walls = dict.fromkeys(searches, 0.0)
-    for number, scene in enumerate(scenes):
-        if number == learn_frames:
-            for name, search in searches.items():
-                search.detector.cascade_seconds = search.detector.resize_seconds = walls[name] = 0.0
-        for name, detect in finders.items():
-            started = time.perf_counter()
-            found = detect(scene.image)
-            elapsed = time.perf_counter() - started
-            ms[name].append(elapsed * 1000)
-            boxes[name].append(found)
-            if name in walls:
-                walls[name] += elapsed
+    finders = {"baseline": baseline.detect, "before": before.detect, **{name: s.detect for name, s in searches.items()}}
+    ms, boxes, walls, _ = _time_finders(scenes, finders, searches, learn_frames)
     scored = scenes[learn_frames:]
     rows = {name: {"ms": float(np.mean(ms[name][learn_frames:])), **_found(scored, boxes[name][learn_frames:])}
             for name in finders}
@@ -362,21 +357,21 @@ def bench_search(classroom: Classroom, cascade, learn_frames: int, full_every: i
 
 
 def format_search(result: dict) -> str:
-    sizes = list(result["seed"]["found_by_size"])
+    sizes = list(result["baseline"]["found_by_size"])
     lines = [f"random seats {result['frame']} (new students in new seats every frame): {result['frames']} frames "
              f"after {result['learn_frames']} learning frames, {result['faces']} faces; faces found by width, "
              "one thread",
-             f"  {'search':<34}{'ms/frame':>9}{'x seed':>7}{'found':>7}" + _size_headers(sizes)
+             f"  {'search':<34}{'ms/frame':>9}{'x base':>7}{'found':>7}" + _size_headers(sizes)
              + f"{'false':>7}"]
-    seed_ms = result["seed"]["ms"]
-    names = {"seed": "seed (Haar 1.1/5/30, whole frame)", "before": f"previous default (width {BEFORE_WIDTH})",
+    baseline_ms = result["baseline"]["ms"]
+    names = {"baseline": "baseline (Haar 1.1/5/30, whole frame)", "before": f"previous default (width {BEFORE_WIDTH})",
              "bands": f"bands only (+1 whole in {result['full_every']})",
              "learned": f"defaults (+1 whole in {result['full_every']})",
              "coarse": f"coarse scan (+1 whole in {result['full_every']})"}
     for key, label in names.items():
         row = result[key]
         by_size = _by_size_cells(row)
-        lines.append(f"  {label:<34}{row['ms']:9.1f}{seed_ms / row['ms']:6.1f}x{100 * row['found']:6.1f}%"
+        lines.append(f"  {label:<34}{row['ms']:9.1f}{baseline_ms / row['ms']:6.1f}x{100 * row['found']:6.1f}%"
                      f"{by_size}{row['false_detections']:7d}")
     for key, label in (("bands", "bands only"), ("learned", "defaults"), ("coarse", "coarse scan")):
         row = result[key]
@@ -392,25 +387,25 @@ def bench_pipeline(scenes, cascade, model_path, keras_model, repeats=3, learn_fr
     """Rows of figures, one per scene: (name, frames, true faces per frame or None, search), where search
     is a ``detect_width`` for whole-frame searches or "learned" for the default learned search."""
     cv2.setNumThreads(1)
-    seed = SeedPipeline(cascade, keras_model)
+    baseline = BaselinePipeline(cascade, keras_model)
     classifier = EmotionClassifier(model_path, num_threads=1)
     rows = []
     for name, frames, true_faces, search in scenes:
         detector = FaceDetector(cascade, detect_width=0 if search == "learned" else search, fine_scan=True,
-                                **SEED_DETECTOR)
+                                **BASELINE_DETECTOR)
         finder = LearnedSearch(detector, learn_frames=learn_frames) if search == "learned" else None
         ours = FramePipeline(detector, classifier, finder)
-        rows.append({"scene": name, "search": search, **compare(frames, seed, ours, repeats, true_faces)})
+        rows.append({"scene": name, "search": search, **compare(frames, baseline, ours, repeats, true_faces)})
     return rows
 
 
 def format_rows(rows):
-    lines = [f"{'scene':<38} {'frames':>6} {'seed ms':>8} {'ours ms':>8} {'speedup':>7}  "
-             f"{'faces found (seed / ours) of':<36} {'detections (seed / ours)':>24} {'overhead':>8}"]
+    lines = [f"{'scene':<38} {'frames':>6} {'base ms':>8} {'ours ms':>8} {'speedup':>7}  "
+             f"{'faces found (baseline / ours) of':<36} {'detections (baseline / ours)':>24} {'overhead':>8}"]
     for row in rows:
-        found = f"{row['seed_found']} / {row['ours_found']} of {row['reference_faces']} {row['reference']}"
-        detections = f"{row['seed_detections']} / {row['ours_detections']}"
+        found = f"{row['baseline_found']} / {row['ours_found']} of {row['reference_faces']} {row['reference']}"
+        detections = f"{row['baseline_detections']} / {row['ours_detections']}"
         lines.append(
-            f"{row['scene']:<38} {row['frames']:>6} {row['seed_ms']:>8.1f} {row['ours_ms']:>8.1f} "
+            f"{row['scene']:<38} {row['frames']:>6} {row['baseline_ms']:>8.1f} {row['ours_ms']:>8.1f} "
             f"{row['speedup']:>6.1f}x  {found:<36} {detections:>24} {row['overhead_pct']:>7.1f}%")
     return "\n".join(lines)

@@ -36,7 +36,7 @@ import numpy as np
 from ..agent.config import load_config
 from ..agent.faces import FaceDetector
 from ..agent.snapshot import writable_target, write_private
-from ..common.charts import EMOTION_COLORS
+from ..common.charts import EMOTION_COLORS, pyplot
 from ..common.contract import EMOTIONS
 from ..common.errors import EdgeAgentError
 from .dataset import load_faces
@@ -319,12 +319,6 @@ def image_faces(paths, detector: FaceDetector, warn) -> tuple[list, list]:
     return crops, wheres
 
 
-def _pyplot():
-    from ..agent.charts import pyplot
-
-    return pyplot()
-
-
 def _png(figure, plt) -> bytes:
     from PIL import Image
 
@@ -359,7 +353,7 @@ def _show(ax, image, title, cmap="gray", overlay=None, color="black"):
 
 def face_sheet(faces: list[FaceMaps], path: Path) -> None:
     """One row per face: crop, then guided backpropagation and Grad-CAM per explained emotion."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = 1 + 2 * max(len(face.guided) for face in faces)
     figure, axes = plt.subplots(len(faces), columns, figsize=(1.7 * columns, 1.9 * len(faces)), squeeze=False)
     for row, face in zip(axes, faces, strict=True):
@@ -384,7 +378,7 @@ def face_sheet(faces: list[FaceMaps], path: Path) -> None:
 
 def average_sheet(averages: ClassAverages, path: Path, title: str) -> None:
     """Two rows (guided backpropagation, Grad-CAM over the mean face), one column per emotion."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = list(averages.guided)
     figure, axes = plt.subplots(2, len(labels), figsize=(1.45 * len(labels), 3.6), squeeze=False)
     for column, label in enumerate(labels):
@@ -444,7 +438,8 @@ def main(args) -> None:
         crops, wheres = image_faces(args.images, detector, _say)
         if not crops:
             raise EdgeAgentError(f"no face found in {', '.join(map(str, args.images))}: no sheet written")
-    explainer = Explainer(load_keras_model(args.model or fetch_weights()), layer=args.layer)
+    model = args.model or fetch_weights()
+    explainer = Explainer(load_keras_model(model), layer=args.layer)
     if args.average:
         averages = class_averages(explainer, images, labels, args.per_class)
         total = sum(averages.faces.values())
@@ -452,7 +447,7 @@ def main(args) -> None:
                                      f"(Grad-CAM on {explainer.layer}; dashed: eyes, nose, mouth)")
         figures = averages.figures()
         if args.json:
-            print(json.dumps({"model": str(args.model or fetch_weights()), "data": str(args.data),
+            print(json.dumps({"model": str(model), "data": str(args.data),
                               "layer": explainer.layer, "region_areas": region_areas(averages.mean_face.shape),
                               "emotions": figures}))
         else:

@@ -1,6 +1,6 @@
 """How the int8 model's labels move when dark glasses frames are drawn on the faces.
 
-FER-2013 has few faces with glasses, and the seed project saw glasses read as angry.
+FER-2013 has few faces with glasses, and the laptop prototype this product started from saw glasses read as angry.
 Its faces are roughly aligned, so frames drawn at fixed eye positions sit on the eyes
 of most of them. Prints the share of each label before and after, for the model card.
 

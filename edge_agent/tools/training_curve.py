@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..agent.charts import pyplot
+from ..common.charts import pyplot
 from ..common.errors import EdgeAgentError
 from .train import HISTORY_FILE
 

@@ -61,7 +61,7 @@ def test_evaluate_bad_input_exits_2_with_a_message(args, message):
     assert "Traceback" not in done.stderr
 
 
-def test_bench_pipeline_prints_each_search_beside_the_seeds_with_faces_found_by_size(weights):
+def test_bench_pipeline_prints_each_search_beside_the_baselines_with_faces_found_by_size(weights):
     """The benchmark's wiring and tables, on the bundled photos and clip, a few frames each."""
     done = run_cli("bench", "pipeline", "--reference", weights, "--video", DATA / "test.mp4",
                    "--photo", DATA / "solvay_conference.jpg", "--photo", DATA / "justin.jpg", "--frames", "2",
@@ -70,7 +70,7 @@ def test_bench_pipeline_prints_each_search_beside_the_seeds_with_faces_found_by_
     out = done.stdout
     for frame in ("1280x720", "1920x1080"):
         assert f"random seats {frame}" in out and f"lesson {frame}: the same students in the same seats" in out
-    assert "seed (Haar 1.1/5/30, whole frame), after it" in out and "defaults (seats), after it" in out
+    assert "baseline (Haar 1.1/5/30, whole frame), after it" in out and "defaults (seats), after it" in out
     assert "24-31px" in out and ">=32px" in out and "after the first minute the defaults searched:" in out
     assert "coarse scan (seats), after it" in out and "after the first minute the coarse scan searched:" in out
     assert "previous default (width 960), after it" in out
@@ -83,7 +83,7 @@ def test_bench_model_reports_every_way_side_by_side(weights):
     assert done.returncode == 0, done.stderr
     rows = {row["name"]: row for row in json.loads(done.stdout)["rows"]}
     assert set(rows) == {
-        "seed: Keras float, predict() per face", "LiteRT float, 1 face per call",
+        "baseline: Keras float, predict() per face", "LiteRT float, 1 face per call",
         "LiteRT float, 32 faces per call", "mini_xception_int8, 1 face per call",
         "mini_xception_int8, 8 faces per call", "mini_xception_int8, 32 faces per call",
         "mini_xception_int8, 32 faces per call, flip-averaged",
