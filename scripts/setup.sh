@@ -7,11 +7,12 @@ cd "$(dirname "$0")/.."
 # libsystemd-dev and pkg-config build systemd-python; mosquitto is the broker the tests start;
 # systemd provides systemd-analyze for the unit-file tests; debootstrap and systemd-container
 # boot the real systemd the service tests run under; postgresql is the server the store tests start;
-# chromium and chromium-driver open the dashboard in a real browser; binfmt-support and
+# chromium and chromium-driver open the dashboard in a real browser; prometheus is the server the
+# metrics tests start and brings promtool, which checks and unit-tests the alert rules; binfmt-support and
 # qemu-user-static (below) run arm64 binaries, so the Pi tests install and boot arm64 Debian here.
 APT_PACKAGES=(python3 python3-venv python3-dev python3-pip build-essential libsystemd-dev pkg-config
               mosquitto systemd debootstrap systemd-container postgresql chromium chromium-driver
-              binfmt-support)
+              prometheus binfmt-support)
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -20,6 +21,11 @@ SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 if ((${#missing[@]})); then
     $SUDO apt-get update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+    # The tests start their own Prometheus on loopback; the package's service, listening on every
+    # address, is not wanted on the machine that runs them.
+    if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+        $SUDO systemctl disable --now prometheus
+    fi
 fi
 # qemu 10 or later: Debian 12's own 7.2 crashes LiteRT's int8 kernels in emulated arm64, so on
 # bookworm it comes from bookworm-backports (later Debian releases carry 10 themselves).

@@ -30,7 +30,7 @@ from ..common.service import configure_logging, start_service
 from .capture import LatestFrameGrabber, open_source
 from .clock import AgentClock
 from .config import load_config
-from .health import cpu_temperature_c, rss_mb
+from .health import cpu_temperature_c, load_1m, rss_mb
 from .lock import OutboxLock
 from .outbox import Outbox, OutboxError
 from .pipeline import FramePipeline
@@ -307,7 +307,7 @@ class Agent:
             faces_per_frame=self.faces_per_frame.value, outbox_depth=self._outbox_figure(lambda: self.outbox.depth),
             dropped_windows=(self._outbox_figure(lambda: self.outbox.dropped_total) or 0) + self.held_dropped,
             frames_dropped=self.grabber.frames_dropped, camera=self.grabber.state,
-            cpu_temp_c=cpu_temperature_c(), rss_mb=rss_mb(),
+            cpu_temp_c=cpu_temperature_c(), rss_mb=rss_mb(), load_1m=load_1m(),
             outbox_failing=self.storage_error is not None, windows_held=len(self.held),
             clock_synced=self.clock.synced, clock_ahead_s=self.clock.stamps.ahead_s,
         )

@@ -1,4 +1,4 @@
-"""What the agent's stats messages say about the board it runs on: CPU temperature and memory.
+"""What the agent's stats messages say about the board it runs on: CPU temperature, load and memory.
 
 Each reading is None where the machine cannot give it (a VM has no thermal zone), never an error:
 health figures must not take the agent down.
@@ -40,6 +40,14 @@ def cpu_temperature_c(root="/sys/class/thermal"):
         if first is None:
             first = celsius
     return first
+
+
+def load_1m():
+    """The system's load average over the last minute, or None where the OS cannot say."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def rss_mb():

@@ -109,6 +109,16 @@ def cmd_serve(args):
                     without_login=args.without_login)
 
 
+def cmd_alert_rules(args):
+    from .alerts import render_rules
+
+    text = render_rules()
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="edge-collector",
@@ -168,6 +178,13 @@ def build_parser():
                             "reaches the address")
     serve.add_argument("--port", type=int, default=8080, help="port (default: %(default)s; 0: any free port)")
     serve.set_defaults(handler=cmd_serve)
+
+    alert_rules = commands.add_parser(
+        "alert-rules", help="Prometheus alert rules mirroring the dashboard's \"needs attention\" verdicts",
+        description="Write the rule file for Prometheus: one alert per verdict of the dashboard's device table, "
+                    "on the metrics served at metrics.port and the thresholds they carry from the config.")
+    alert_rules.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    alert_rules.set_defaults(handler=cmd_alert_rules)
 
     # Listed for --help; main() hands its arguments to the benchmark's own parser.
     commands.add_parser(

@@ -101,6 +101,12 @@ class FleetConfig(Section):
         80.0, title="A CPU temperature at or above this many degrees Celsius is flagged")
 
 
+class MetricsConfig(Section):
+    port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, title="Loopback port that serves the fleet's Prometheus metrics at /metrics (null: none)",
+        description="127.0.0.1 only: a Prometheus on this server scrapes it, or IT's through the web server's login")
+
+
 # A room pattern: `all`, or `site/room` where each part is a glob (* ? [...]) over contract names.
 ROOM_PATTERN = re.compile(r"^(all|[A-Za-z0-9_.*?\[\]!-]{1,64}/[A-Za-z0-9_.*?\[\]!-]{1,64})$")
 
@@ -164,6 +170,7 @@ class CollectorConfig(ConfigFile):
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     fleet: FleetConfig = Field(default_factory=FleetConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @classmethod

@@ -6,9 +6,14 @@ interpreter, so no lock is shared with the threads that store and acknowledge wi
 lower CPU priority, with its own connection to the store. It stops when the collector does, or
 when the collector is killed (it notices its parent is gone within a tick), and a worker that
 dies is started again after WORKER_RESTART_S, the collector logging why.
+
+With ``metrics.port`` set, the fleet's Prometheus metrics (metrics.py) are served on loopback.
+The port is taken before anything else starts, so a port in use stops the collector at once
+with one line naming it (exit status 2), never leaving it half started.
 """
 
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -17,7 +22,9 @@ import time
 from ..common.service import configure_logging, start_service
 from .config import load_collector_config
 from .dashboard import Dashboard, DashboardError
+from .fleet import Thresholds
 from .ingest import Ingest
+from .metrics import BuildClock, FleetMetrics, MetricsServer
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -54,12 +61,16 @@ def open_store(config, notifier, stop, url=None):
         delay = min(delay * 2, STORE_RETRY_MAX_S)
 
 
-def refresh_until_stopped(dashboard, store, stop, refresh_s, notifier=None, still_wanted=lambda: True):
-    """Bring the dashboard up to date every ``refresh_s`` until ``stop`` is set or ``still_wanted()`` is false."""
+def refresh_until_stopped(dashboard, store, stop, refresh_s, notifier=None, still_wanted=lambda: True,
+                          build_clock=None):
+    """Bring the dashboard up to date every ``refresh_s`` until ``stop`` is set or ``still_wanted()`` is false;
+    each build's time goes to ``build_clock`` when given."""
     while not stop.is_set() and still_wanted():
         began = time.monotonic()
         try:
             result = dashboard.build(store)
+            if build_clock is not None:
+                build_clock.record(result.seconds, time.time())
             log.debug("dashboard: %d rooms, %d lessons, %d pages and %d charts written in %.1f s (%.1f s CPU)",
                       result.rooms, result.lessons, result.pages, result.charts_drawn, result.seconds,
                       result.cpu_seconds)
@@ -72,7 +83,7 @@ def refresh_until_stopped(dashboard, store, stop, refresh_s, notifier=None, stil
             stop.wait(TICK_S)
 
 
-def _worker_main(config, stop, parent):
+def _worker_main(config, stop, parent, build_clock):
     """The worker process: the dashboard of ``config`` every refresh, until ``stop`` or its parent is gone.
 
     ``parent`` is the collector's pid as the collector gave it: one killed while this process was
@@ -93,7 +104,7 @@ def _worker_main(config, stop, parent):
     try:
         store = Store.from_config(config.store)
         refresh_until_stopped(Dashboard.from_config(config), store, stop, config.dashboard.refresh_s,
-                              still_wanted=lambda: os.getppid() == parent)
+                              still_wanted=lambda: os.getppid() == parent, build_clock=build_clock)
     except StoreError as exc:
         log.error("dashboard worker: %s", exc)
         raise SystemExit(1) from None
@@ -109,11 +120,13 @@ class DashboardWorker:
         self.config = config
         self._context = multiprocessing.get_context("spawn")
         self._stop = self._context.Event()
+        self.build_clock = BuildClock(self._context.Array("d", [math.nan, math.nan]))
         self.process = None
         self._restart_at = None
 
     def start(self):
-        self.process = self._context.Process(target=_worker_main, args=(self.config, self._stop, os.getpid()),
+        self.process = self._context.Process(target=_worker_main,
+                                             args=(self.config, self._stop, os.getpid(), self.build_clock),
                                              name="edge-collector dashboard", daemon=True)
         self.process.start()
         log.info("dashboard worker started (pid %d), refreshing every %g s", self.process.pid,
@@ -142,8 +155,9 @@ class DashboardWorker:
 
 
 class Collector:
-    def __init__(self, config, notifier, stop):
+    def __init__(self, config, notifier, stop, metrics: MetricsServer | None = None):
         self.config = config
+        self.metrics = metrics
         self.notifier = notifier
         self.stop = stop
         self.dashboard = Dashboard.from_config(config)
@@ -163,6 +177,10 @@ class Collector:
         if self.config.dashboard.worker:
             self.worker = DashboardWorker(self.config)
             self.worker.start()
+        if self.metrics:
+            self.metrics.expose(FleetMetrics(self.store, Thresholds.from_config(self.config.fleet), ingest=self.ingest,
+                                             build=self.worker.build_clock if self.worker else None))
+            log.info("metrics on http://127.0.0.1:%d/metrics", self.metrics.port)
         self.notifier.ready(f"subscribing on {mqtt.host}:{mqtt.port}")
         next_stats = next_retention = next_prune = time.monotonic()
         while not self.stop.is_set():
@@ -201,7 +219,9 @@ class Collector:
 
     def _log_stats(self):
         counts = self.ingest.counts
-        text = (f"{'connected' if self.ingest.connected.is_set() else 'not connected'}; "
+        link = ("subscribed" if self.ingest.subscribed.is_set()
+                else "connected, not subscribed" if self.ingest.connected.is_set() else "not connected")
+        text = (f"{link}; "
                 f"{counts['stored']} windows stored, {counts['duplicates']} duplicates, "
                 f"{counts['rejected']} messages rejected")
         # Only when there are any: stamps from a clock that stepped back, or from one that is wrong.
@@ -212,6 +232,8 @@ class Collector:
         log.info("%s", text)
 
     def close(self):
+        if self.metrics:
+            self.metrics.close()
         if self.worker:
             self.worker.stop()
         if self.ingest:
@@ -223,8 +245,10 @@ class Collector:
 def run(config_path):
     """Serve until SIGTERM or SIGINT; returns the exit status."""
     config = load_collector_config(config_path)
+    # First: a port in use must stop the collector before it has started anything.
+    metrics = MetricsServer(config.metrics.port, config_path) if config.metrics.port else None
     service = start_service("edge-collector", config.logging.level)
-    collector = Collector(config, service.notifier, service.stop)
+    collector = Collector(config, service.notifier, service.stop, metrics)
     try:
         collector.serve()
     finally:

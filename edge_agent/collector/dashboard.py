@@ -10,6 +10,9 @@ JavaScript and nothing from the internet, and print on A4. Pages:
   slot as a table, its recent lessons and a page per week for older ones;
 - ``rooms/SITE/ROOM/STAMP.html``: one lesson's figures, compared with the lessons before it,
   and its charts; ``rooms/SITE/ROOM/YYYY-Www.html``: a week's lessons;
+- ``rooms/SITE/ROOM/STAMP.csv`` and ``rooms/SITE/ROOM/lessons.csv``: a lesson's minutes and the
+  room's lessons for instructors to take away (exports.py), written with the pages they belong
+  to and under the room's own folder, so whoever may read the room may read them and no one else;
 - ``devices/DEVICE.html``: a device's state and its stats of the last day and month as charts;
 - ``groups/GROUP/index.html``: for each access group (``dashboard.access``), the index with only
   the group's rooms and no devices. A web server can grant a group by path: its index, and
@@ -45,6 +48,7 @@ from ..common.contract import DEFAULT_INTERESTED, EMOTIONS, NAME_PATTERN
 from ..common.errors import EdgeAgentError
 from . import svg
 from .charts import session_figures, span_text
+from .exports import lesson_csv, lessons_csv
 from .fleet import PLAUSIBLE, Thresholds, ago_text, fleet_health, plausible, seen_text
 from .lessons import RoomLessons, mean_interest, slot_name
 from .sessions import DEFAULT_GAP_S, Session
@@ -93,7 +97,7 @@ def _code_version():
     here = Path(__file__).parent
     digest = hashlib.sha256()
     for path in sorted([*here.glob("templates/*.html"), here / "svg.py", here / "dashboard.py", here / "lessons.py",
-                        here / "fleet.py", here / "charts.py"]):
+                        here / "fleet.py", here / "charts.py", here / "exports.py"]):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -348,8 +352,9 @@ class Dashboard:
             "charts": {kind: path.rpartition("/")[2] for kind, path in zip(charts, files, strict=True)},
             "room_href": self._rel(page, f"{self._room_dir(key)}.html"),
             "week": week, "week_href": self._rel(page, self._week_href(key, week)),
-            "previous": previous, "next": following,
+            "previous": previous, "next": following, "csv": f"{lesson.stem}.csv",
         }
+        files[f"{self._room_dir(key)}/{lesson.stem}.csv"] = lesson_csv(session, self.interested, self.tz)
         files[page] = self._page("lesson.html", page, lesson=view)
         self._unit(manifest, f"lesson:{lesson.stem}", print_, files, counts)
 
@@ -416,6 +421,13 @@ class Dashboard:
         latest_unit = manifest.units.get(f"lesson:{latest.stem}") if latest else None
         weeks = self._week_rows(page, key, lessons)
         recent = lessons[::-1][:self.sessions_per_room]
+        table = f"{self._room_dir(key)}/lessons.csv"
+        table_print = fingerprint(self._settings, "lessons.csv", key, [lesson.digest for lesson in lessons])
+        if not lessons:
+            if "lessons.csv" in manifest.units:
+                self._remove(manifest.drop("lessons.csv"))
+        elif not manifest.current("lessons.csv", table_print):
+            self._unit(manifest, "lessons.csv", table_print, {table: lessons_csv(lessons, self.tz)}, counts)
         print_ = fingerprint(self._settings, "room", key, [lesson.digest for lesson in recent], row["running"],
                              [(d["name"], d["state"]) for d in devices], latest_unit and latest_unit[0],
                              key in self._with_windows, history and history["print"],
@@ -423,7 +435,7 @@ class Dashboard:
         if manifest.current("room", print_):
             return row
         view = {"name": name, "devices": devices, "weeks": self.history_weeks, "latest": None, "empty": long_empty,
-                "history": history, "week_list": weeks,
+                "history": history, "week_list": weeks, "csv": self._rel(page, table),
                 "latest_data": f"{dt.datetime.fromtimestamp(latest.end, self.tz):%Y-%m-%d %H:%M %Z}" if latest
                 else "none"}
         if latest:
@@ -650,7 +662,7 @@ class Dashboard:
             self._write(self.output_dir / relative, text)
             if relative.endswith(".html"):
                 counts.pages += 1
-            else:
+            elif relative.endswith(".svg"):
                 counts.charts += 1
         self._remove(manifest.record(unit, print_, list(files)))
 

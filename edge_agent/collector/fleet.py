@@ -6,6 +6,11 @@ outbox failing or growing, windows dropped in the last day, the CPU at ``hot_c``
 frames per second than FPS_SHORTFALL of its target, and figures no working device could send
 (outside PLAUSIBLE), which are stored as sent but flagged and never drawn as if real. A device
 that sends no stats is "no stats", never zeros.
+
+IT's Prometheus gets the same verdicts as alerts: alerts.py writes one rule per kind of problem
+from the constants here, over the figures metrics.py exports from ``assess``. A new kind of
+problem needs its rule there, and a device with it among the fleet tests/collector/test_alerts.py
+checks, which fails on a verdict that no rule, or more than one, matches.
 """
 
 import datetime as dt
@@ -21,7 +26,7 @@ OUTBOX_GROWING_MIN = 3
 PLAUSIBLE = {
     "fps": (0.0, 60.0), "detect_ms": (0.0, 60_000.0), "classify_ms": (0.0, 10_000.0),
     "faces_per_frame": (0.0, 500.0), "cpu_temp_c": (-40.0, 125.0), "rss_mb": (0.0, 65_536.0),
-    "outbox_depth": (0, 10_000_000),
+    "outbox_depth": (0, 10_000_000), "load_1m": (0.0, 1000.0),
 }
 CAMERA_PROBLEMS = ("stalled", "reopening")
 
@@ -57,6 +62,7 @@ class Health:
     dropped_day: int | None
     problems: tuple[str, ...]
     implausible: tuple[str, ...]
+    outbox_before: int | None = None  # the outbox depth ten minutes ago, beside ``stats``
 
     @property
     def last_stats_at(self) -> float | None:
@@ -108,7 +114,8 @@ def assess(device: Device, fleet: FleetStats | None, now: float, limits: Thresho
             problems.append(f"{current.fps:.2g} fps, below {target:g}")
         if implausible:
             problems.append("implausible " + ", ".join(implausible))
-    return Health(device, current, latest, target, dropped, tuple(problems), implausible)
+    return Health(device, current, latest, target, dropped, tuple(problems), implausible,
+                  fleet.outbox_before if current else None)
 
 
 def fleet_health(devices, fleet_stats: dict, now: float, limits: Thresholds) -> list[Health]:

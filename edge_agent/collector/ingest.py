@@ -12,6 +12,10 @@ used twice (agent/clock.py): such windows are stored under their stamps, and cou
 (MAX_AHEAD_S) ahead of this server's clock comes from a clock that is simply wrong: it is
 refused, counted as ``future`` (and ``rejected``), and never stored, so it cannot take the
 place of the real window for that minute later.
+
+Ready means subscribed: ``subscribed`` is set when the broker acknowledges the subscriptions
+(SUBACK), not when it accepts the connection (CONNACK). On a first start there is no session yet,
+and a message published between the two would not reach the collector.
 """
 
 import logging
@@ -23,7 +27,7 @@ from collections import Counter
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ..common.contract import MAX_AHEAD_S, MessageError, parse_payload, parse_topic
+from ..common.contract import MAX_AHEAD_S, REJECT_REASONS, MessageError, parse_payload, parse_topic
 from ..common.mqtt import configure_tls, connect_options, new_client, set_credentials
 from .store import StoreError
 
@@ -75,17 +79,24 @@ class Ingest:
         self.shared_group = shared_group
         self.clock = clock
         self.counts = Counter()
+        # Every reason from the start, at zero: a monitoring system's rate() needs the series before the first.
+        self.rejected = Counter(dict.fromkeys(REJECT_REASONS, 0))
+        # Seconds from the end of the last batch's oldest window to its commit: how far behind storing is.
+        self.lag_s = None
         self._queue = queue.Queue()
         self._stop = threading.Event()
         self._writer = None
         self._rejections = RateLimitedLog()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self._subscribe_mid = None
         self.client = new_client(mqtt_config, client_id, persistent=True, manual_ack=True)
         configure_tls(self.client, mqtt_config)
         self.client.reconnect_delay_set(1, int(mqtt_config.reconnect_max_s))
         self.client.on_pre_connect = lambda client, userdata: set_credentials(client, mqtt_config)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
 
     def topics(self):
@@ -117,13 +128,25 @@ class Ingest:
             log.warning("broker %s:%s refused the collector: %s", self.config.host, self.config.port, reason_code)
             return
         # Subscribing again is harmless with a kept session and needed when the broker lost it.
-        client.subscribe([(name, 1) for name in self.topics()])
+        _, self._subscribe_mid = client.subscribe([(name, 1) for name in self.topics()])
         log.info("connected to %s:%s (session %s)", self.config.host, self.config.port,
                  "resumed" if flags.session_present else "new")
         self.connected.set()
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        if mid != self._subscribe_mid:
+            return
+        refused = [f"{name} ({code})" for name, code in zip(self.topics(), reason_codes, strict=False)
+                   if code.is_failure]
+        if refused:
+            log.warning("broker %s:%s refused the collector's subscription to %s: check the broker's ACL",
+                        self.config.host, self.config.port, ", ".join(refused))
+            return
+        self.subscribed.set()
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()
+        self.subscribed.clear()
         if not self._stop.is_set():
             log.warning("disconnected from %s:%s: %s; reconnecting", self.config.host, self.config.port,
                         reason_code)
@@ -134,13 +157,13 @@ class Ingest:
             name = message.topic
         except UnicodeDecodeError:
             # paho decodes the topic on access; mosquitto refuses such topics, another broker may not.
-            self._reject(message, "?", "the topic is not UTF-8")
+            self._reject(message, "?", "the topic is not UTF-8", "topic")
             return
         try:
             site, room, device, kind = parse_topic(name, self.prefix)
             payload = parse_payload(kind, message.payload, (site, room, device))
         except MessageError as exc:
-            self._reject(message, name, str(exc))
+            self._reject(message, name, str(exc), exc.reason)
             return
         if kind == "emotions":
             ahead = payload.start_epoch + payload.window_s - self.clock()
@@ -148,7 +171,7 @@ class Ingest:
                 self.counts["future"] += 1
                 self._reject(message, name, f"future window: window_start {payload.window_start} is "
                              f"{ahead / 3600:.0f} h ahead of this server's clock (more than a day): the device's "
-                             "clock is wrong")
+                             "clock is wrong", "future")
                 return
             if ahead > AHEAD_SLACK_S:
                 self.counts["ahead"] += 1
@@ -157,8 +180,9 @@ class Ingest:
                                          "stored under their stamps")
         self._queue.put((kind, site, room, device, payload, message.mid, message.qos))
 
-    def _reject(self, message, name, reason):
+    def _reject(self, message, name, reason, kind):
         self.counts["rejected"] += 1
+        self.rejected[kind] += 1
         self._rejections.warning(reason.split(":")[0], f"rejected a message on {name[:200]!r}: {reason}")
         # A bad message is acknowledged all the same: redelivering it would not make it good.
         if message.qos:
@@ -195,6 +219,8 @@ class Ingest:
         new = self.store.add_windows(windows) if windows else 0
         self.counts["stored"] += new
         self.counts["duplicates"] += len(windows) - new
+        if windows:
+            self.lag_s = max(0.0, self.clock() - min(window.start_epoch + window.window_s for window in windows))
         seen = {}
         for kind, site, room, device, payload, _, _ in batch:
             seen[device] = (site, room)

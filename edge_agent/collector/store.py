@@ -37,7 +37,9 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
     tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -93,7 +95,7 @@ _STATUS_COLUMNS = ("site", "room", "state", "camera", "reason", "version", "stat
 # How an hour of stats becomes one row: levels are averaged, counters and peaks keep their highest
 # (a cumulative counter's highest is its last; an hour's hottest minute is what matters), the
 # camera keeps its last state, a failing outbox or an unsynchronised clock anywhere marks the hour.
-STATS_MEAN = ("fps", "detect_ms", "classify_ms", "faces_per_frame", "rss_mb")
+STATS_MEAN = ("fps", "detect_ms", "classify_ms", "faces_per_frame", "rss_mb", "load_1m")
 STATS_MAX = ("sent_at", "uptime_s", "outbox_depth", "dropped_windows", "frames_dropped", "windows_held",
              "cpu_temp_c", "clock_ahead_s")
 STATS_ANY = ("outbox_failing",)
@@ -115,6 +117,8 @@ stats_table = Table(
     Column("camera", String(32)),
     Column("outbox_failing", Boolean),
     Column("clock_synced", Boolean),
+    # Added after the first release: a store made before gets it at start (Store._add_new_columns).
+    Column("load_1m", Double),
     # Retention and the hourly summaries select rows by time, across devices.
     Index("stats_by_time", "at"),
 )
@@ -151,6 +155,7 @@ class Stats:
     camera: str | None = None
     outbox_failing: bool | None = None
     clock_synced: bool | None = None
+    load_1m: float | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,7 @@ class Store:
         self.url = parsed.render_as_string(hide_password=True)
         self._password = parsed.password
         self.dialect = parsed.get_backend_name()
+        self._sqlite_path = None
         if self.dialect == "sqlite":
             self._insert = sqlite.insert
             self._prepare_sqlite_file(parsed.database)
@@ -229,10 +235,22 @@ class Store:
             event.listen(self.engine, "connect", _set_sqlite_pragmas)
         with self._guard("cannot open the store"), self.engine.begin() as connection:
             metadata.create_all(connection)
-            # create_all adds no index to a table that exists: a store made by an earlier version.
+            # create_all adds no column or index to a table that exists: a store made by an earlier version.
+            self._add_new_columns(connection)
             for table in metadata.sorted_tables:
                 for index in table.indexes:
                     index.create(connection, checkfirst=True)
+
+    @staticmethod
+    def _add_new_columns(connection):
+        """Columns added since a store was made, appended empty (all are nullable): its rows are kept."""
+        found = inspect(connection)
+        for table in metadata.sorted_tables:
+            have = {column["name"] for column in found.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    kind = column.type.compile(dialect=connection.dialect)
+                    connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
 
     @classmethod
     def from_config(cls, config, url: str | None = None) -> "Store":
@@ -244,6 +262,7 @@ class Store:
         if not database or database == ":memory:":
             return
         path = Path(database).resolve()
+        self._sqlite_path = path
         if not path.parent.is_dir():
             raise StoreError(f"cannot open the store {self.url}: directory {path.parent} does not exist")
         # SQLite gives -wal and -shm the database file's mode, so a private database keeps them so.
@@ -488,6 +507,29 @@ class Store:
                                    [summarise_stats(device, hour, list(group))
                                     for device, group in itertools.groupby(rows, key=lambda row: row.device)])
                 summarised += len(rows)
+
+    def device_models(self) -> dict[str, str]:
+        """``{device: model}`` of each device's newest window, one index look-up per device."""
+        newest = (select(windows_table.c.model).where(windows_table.c.device == devices_table.c.device)
+                  .order_by(windows_table.c.window_start.desc()).limit(1).scalar_subquery())
+        with self._guard("cannot read windows from"), self.engine.connect() as connection:
+            return {device: model for device, model in connection.execute(select(devices_table.c.device, newest))
+                    if model is not None}
+
+    def size_bytes(self) -> int | None:
+        """What the store takes on disk: a SQLite file with its write-ahead log, or PostgreSQL's database."""
+        if self.dialect == "postgresql":
+            with self._guard("cannot read the size of"), self.engine.connect() as connection:
+                return connection.execute(select(func.pg_database_size(func.current_database()))).scalar_one()
+        if self._sqlite_path is None:
+            return None
+        total = 0
+        for path in (self._sqlite_path, self._sqlite_path.with_name(self._sqlite_path.name + "-wal")):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                pass  # no write-ahead log between checkpoints
+        return total
 
     def close(self):
         self.engine.dispose()

@@ -54,8 +54,18 @@ def interest_ratio(counts: dict[str, int], interested=DEFAULT_INTERESTED) -> flo
     return sum(counts[label] for label in interested) / total if total else None
 
 
+# Why a message is refused, in a few words a monitoring system can count by: the topic, the size,
+# the encoding, the JSON, the schema, a body naming another device or room than its topic, and
+# (the collector's own) a window from a clock more than MAX_AHEAD_S ahead.
+REJECT_REASONS = ("topic", "size", "encoding", "json", "schema", "identity", "future")
+
+
 class MessageError(ValueError):
-    """A payload or topic that breaks the contract; the text says how."""
+    """A payload or topic that breaks the contract; the text says how, ``reason`` (REJECT_REASONS) which rule."""
+
+    def __init__(self, message: str, reason: str = "schema"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class _Strict(BaseModel):
@@ -180,6 +190,8 @@ class StatsPayload(_Strict):
     # Wide on purpose: a sensor gone wrong is stored as sent and flagged by the collector, not refused.
     cpu_temp_c: Annotated[float, Field(ge=-1000, le=1000)] | None = None
     rss_mb: Gauge | None = None
+    # The system's load average over the last minute (runnable processes; a Pi has 4 cores).
+    load_1m: Gauge | None = None
     outbox_failing: bool | None = None
     windows_held: Count | None = None
     clock_synced: bool | None = None
@@ -202,15 +214,15 @@ def parse_topic(name, prefix=DEFAULT_PREFIX):
     """``(site, room, device, kind)`` of a contract topic, or MessageError."""
     parts = name.split("/")
     if len(parts) != 5 or parts[0] != prefix:
-        raise MessageError(f"topic {name!r} is not {prefix}/<site>/<room>/<device>/<kind>")
+        raise MessageError(f"topic {name!r} is not {prefix}/<site>/<room>/<device>/<kind>", "topic")
     site, room, device, kind = parts[1:]
     if kind not in TOPIC_KINDS:
-        raise MessageError(f"topic {name!r} ends in {kind!r}, not one of {', '.join(TOPIC_KINDS)}")
+        raise MessageError(f"topic {name!r} ends in {kind!r}, not one of {', '.join(TOPIC_KINDS)}", "topic")
     for level in (site, room, device):
         try:
             _NAME.validate_python(level)
         except ValidationError:
-            raise MessageError(f"topic {name!r} has an invalid level {level!r}") from None
+            raise MessageError(f"topic {name!r} has an invalid level {level!r}", "topic") from None
     return site, room, device, kind
 
 
@@ -227,23 +239,24 @@ def parse_payload(kind, raw, topic_levels=None):
     device cannot report under another's name.
     """
     if len(raw) > MAX_PAYLOAD_BYTES:
-        raise MessageError(f"{kind} payload is {len(raw)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+        raise MessageError(f"{kind} payload is {len(raw)} bytes; the limit is {MAX_PAYLOAD_BYTES}", "size")
     try:
         text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
     except UnicodeDecodeError as exc:
-        raise MessageError(f"{kind} payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        raise MessageError(f"{kind} payload is not UTF-8 ({exc.reason} at byte {exc.start})", "encoding") from None
     try:
         payload = PAYLOAD_TYPES[kind].model_validate_json(text)
     except ValidationError as exc:
         if any(error["type"] == "json_invalid" for error in exc.errors()):
-            raise MessageError(f"{kind} payload is not valid JSON") from None
+            raise MessageError(f"{kind} payload is not valid JSON", "json") from None
         raise MessageError(f"{kind} payload: {_first_error(exc)}") from None
     if topic_levels is not None:
         site, room, device = topic_levels
         if payload.device != device:
-            raise MessageError(f"{kind} payload names device {payload.device!r} but the topic says {device!r}")
+            raise MessageError(f"{kind} payload names device {payload.device!r} but the topic says {device!r}",
+                               "identity")
         if kind == "emotions" and (payload.site, payload.room) != (site, room):
             raise MessageError(
-                f"emotions payload is for {payload.site}/{payload.room} but the topic says {site}/{room}")
+                f"emotions payload is for {payload.site}/{payload.room} but the topic says {site}/{room}", "identity")
     return payload
 

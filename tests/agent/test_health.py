@@ -1,8 +1,10 @@
-"""The board's health figures for the stats messages: CPU temperature from the kernel's thermal zones."""
+"""The board's health figures for the stats messages: CPU temperature from the kernel's thermal zones, load."""
+
+from pathlib import Path
 
 import pytest
 
-from edge_agent.agent.health import cpu_temperature_c
+from edge_agent.agent.health import cpu_temperature_c, load_1m
 
 
 def thermal_zone(root, index, kind, millidegrees):
@@ -41,3 +43,9 @@ def test_no_thermal_zone_gives_none(tmp_path):
 def test_cpu_temperature_on_this_machine_is_none_or_plausible():
     value = cpu_temperature_c()
     assert value is None or -40 < value < 130
+
+
+def test_load_is_the_kernels_one_minute_average():
+    kernel = float(Path("/proc/loadavg").read_text().split()[0])
+    # The kernel updates it every 5 s: two reads a moment apart agree to well within one runnable task.
+    assert load_1m() == pytest.approx(kernel, abs=0.5)

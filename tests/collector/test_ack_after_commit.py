@@ -35,7 +35,7 @@ def start_ingest(store, port):
     config = parse_collector_config(f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  reconnect_max_s: 1\n").mqtt
     ingest = Ingest(store, config, client_id=CLIENT_ID)
     ingest.start()
-    assert ingest.connected.wait(10)
+    assert ingest.subscribed.wait(10)
     return ingest
 
 

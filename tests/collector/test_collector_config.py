@@ -30,6 +30,7 @@ def test_defaults():
     assert config.dashboard.refresh_s == 60
     assert config.mqtt.client_id.startswith("edge-collector-")
     assert config.mqtt.shared_group is None
+    assert config.metrics.port is None  # no metrics unless asked for
 
 
 def test_relative_paths_are_relative_to_the_config_file(tmp_path):
@@ -58,6 +59,8 @@ def test_the_default_store_and_dashboard_live_in_the_state_directory(tmp_path, m
     ("mqtt:\n  stats_interval_s: 60\n", "unknown key mqtt.stats_interval_s"),
     ("mqtt:\n  protocol: 3.1.1\n  shared_group: school\n", "shared_group needs protocol 5"),
     ("dashboard:\n  timezone: Mars/Olympus\n", "line 2: dashboard.timezone: .*unknown time zone 'Mars/Olympus'"),
+    ("metrics:\n  port: 70000\n", "line 2: metrics.port"),
+    ("metrics:\n  bind: 0.0.0.0\n", "line 2: unknown key metrics.bind"),
 ])
 def test_mistakes_name_the_line_and_key(text, message):
     with pytest.raises(ConfigError, match=message):

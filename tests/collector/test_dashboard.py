@@ -166,15 +166,16 @@ def test_only_what_changed_is_drawn_again_and_a_restart_draws_nothing(store, tmp
     assert (again.pages, again.charts_drawn) == (1, 0), "the index only"
     assert {p for p, t in written(out).items() if before.get(p) != t} == {out / "index.html"}
 
-    # The running lesson gets another minute: its page and charts, its week and its room; nothing else.
+    # The running lesson gets another minute: its page, charts and CSV, its week and its room (with the
+    # room's CSV of lessons); nothing else.
     store.add_windows(lesson([70]))
     before = written(out)
     result = dashboard.build(store, now=T0 + 72 * 60)
     changed = {p.relative_to(out).as_posix() for p, t in written(out).items() if before.get(p) != t}
     stem = "rooms/north/101/20261123T1100"
     assert {c for c in changed if not c.endswith(".svg")} == {
-        "index.html", "rooms/north/101.html", f"{stem}.html", "rooms/north/101/2026-W48.html",
-        "rooms/north/101/.manifest.json"}
+        "index.html", "rooms/north/101.html", f"{stem}.html", f"{stem}.csv", "rooms/north/101/2026-W48.html",
+        "rooms/north/101/lessons.csv", "rooms/north/101/.manifest.json"}
     # The room's history takes a lesson once it has ended: the running one leaves it alone.
     assert {re.sub(r"-[0-9a-f]{12}", "", c) for c in changed if c.endswith(".svg")} == {
         f"{stem}-interest.svg", f"{stem}-shares.svg", f"{stem}-pie.svg"}

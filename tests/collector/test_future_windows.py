@@ -29,7 +29,7 @@ def test_a_window_more_than_a_day_ahead_is_refused_and_never_takes_the_real_ones
         config = parse_collector_config(f"mqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n").mqtt
         ingest = Ingest(store, config, client_id="collector-test", clock=lambda: server_time["now"])
         ingest.start()
-        assert ingest.connected.wait(10)
+        assert ingest.subscribed.wait(10)
         client = publisher(broker.port)
         try:
             publish(client, TOPIC, window(NOW, 0))                     # on time

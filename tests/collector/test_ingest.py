@@ -33,7 +33,7 @@ def ingest_for(store, port):
     config = parse_collector_config(f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  reconnect_max_s: 1\n").mqtt
     ingest = Ingest(store, config, client_id="collector-test")
     ingest.start()
-    assert ingest.connected.wait(10)
+    assert ingest.subscribed.wait(10)
     return ingest
 
 
@@ -95,7 +95,7 @@ def test_on_a_broker_binding_ids_to_users_neither_a_camera_nor_check_takes_the_q
         store = Store(f"sqlite:///{tmp_path / 'c.sqlite3'}")
         ingest = Ingest(store, config, client_id="collector-test")
         ingest.start()
-        assert ingest.connected.wait(10)
+        assert ingest.subscribed.wait(10)
         ingest.stop()
         camera = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="collector-test", protocol=paho.MQTTv5)
         camera.username_pw_set("pi-1", users["pi-1"])
@@ -116,3 +116,4 @@ def test_on_a_broker_binding_ids_to_users_neither_a_camera_nor_check_takes_the_q
         finally:
             ingest.stop()
         assert "as collector (p5, c0" in broker.log_text() and "as pi-1 (p5, c1" in broker.log_text()
+

@@ -4,6 +4,7 @@ in SQLite and PostgreSQL; and stored by the collector from a real mosquitto."""
 import json
 
 import pytest
+from sqlalchemy import text
 
 from edge_agent.collector.config import parse_collector_config
 from edge_agent.collector.ingest import Ingest
@@ -21,7 +22,8 @@ def stats(sent_at, **fields):
     values = {"device": "pi-1", "t": format_utc(sent_at), "uptime_s": 100.0, "fps": 1.0, "detect_ms": 300.0,
               "classify_ms": 2.0, "faces_per_frame": 12.0, "outbox_depth": 0, "dropped_windows": 0,
               "frames_dropped": 0, "camera": "running", "cpu_temp_c": 55.0, "rss_mb": 180.0,
-              "outbox_failing": False, "windows_held": 0, "clock_synced": True, "clock_ahead_s": 0.0}
+              "outbox_failing": False, "windows_held": 0, "clock_synced": True, "clock_ahead_s": 0.0,
+              "load_1m": 0.7}
     return StatsPayload.model_validate(values | fields)
 
 
@@ -133,7 +135,7 @@ def test_the_collector_stores_stats_from_the_broker_and_skips_a_bad_one(tmp_path
         config = parse_collector_config(f"mqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n  reconnect_max_s: 1\n")
         ingest = Ingest(store, config.mqtt, client_id="collector-test")
         ingest.start()
-        assert ingest.connected.wait(10)
+        assert ingest.subscribed.wait(10)
         client = publisher(broker.port)
         try:
             good = stats(NOW, fps=0.4, camera="stalled")
@@ -148,6 +150,22 @@ def test_the_collector_stores_stats_from_the_broker_and_skips_a_bad_one(tmp_path
     assert (row.device, row.fps, row.camera, row.sent_at) == ("pi-1", 0.4, "stalled", NOW)
     assert [(d.device, d.room) for d in store.devices()] == [("pi-1", "101")]
     store.close()
+
+
+def test_a_store_made_before_the_load_was_sent_gets_its_column_and_keeps_its_rows(store):
+    url = store.engine.url.render_as_string(hide_password=False)
+    store.add_stats([("pi-1", stats(NOW - 60))], received_at=NOW - 60)
+    with store.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE stats DROP COLUMN load_1m"))
+    store.close()
+    again = Store(url)
+    try:
+        [before] = again.stats()
+        assert before.at == NOW - 60 and before.fps == 1.0 and before.load_1m is None
+        again.add_stats([("pi-1", stats(NOW, load_1m=1.5))], received_at=NOW)
+        assert [row.load_1m for row in again.stats()] == [None, 1.5]
+    finally:
+        again.close()
 
 
 def test_a_stats_row_has_every_field_of_the_contract_in_the_tables_order():

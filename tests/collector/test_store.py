@@ -173,3 +173,16 @@ def test_a_sqlite_store_is_its_owners_alone_whatever_the_umask_or_an_earlier_mod
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     finally:
         os.umask(old_umask)
+
+
+def test_each_device_reports_the_model_of_its_newest_window_and_the_store_its_size(store):
+    older = window(seq=1, start=T0).model_copy(update={"model": "mini-xception-int8:00000000"})
+    store.add_windows([older, window(seq=2, start=T0 + 60), window("pi-102a", start=T0, room="102")])
+    for device, room in (("pi-101a", "101"), ("pi-102a", "102"), ("pi-103a", "103")):
+        store.set_status(StatusPayload(state="online", device=device), site="north", room=room, received_at=T0)
+    # A device without windows has no model to tell.
+    assert store.device_models() == {"pi-101a": "mini-xception-int8:3f2a9c1e", "pi-102a": "mini-xception-int8:3f2a9c1e"}
+    before = store.size_bytes()
+    assert before > 0
+    store.add_windows([window(seq=n, start=T0 + 60 * n) for n in range(3, 2000)])
+    assert store.size_bytes() > before

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from edge_agent.common.contract import (
     MAX_PAYLOAD_BYTES,
+    REJECT_REASONS,
     MessageError,
     StatusPayload,
     parse_payload,
@@ -70,6 +71,25 @@ def test_topic_and_body_must_name_the_same_device():
     with pytest.raises(MessageError, match="is for north/101 but the topic says north/102"):
         parse_payload("emotions", encode(CONTRACT_EXAMPLE), ("north", "102", "pi-101a"))
     assert parse_payload("emotions", encode(CONTRACT_EXAMPLE), ("north", "101", "pi-101a")).room == "101"
+
+
+@pytest.mark.parametrize("refuse, reason", [
+    (lambda: parse_topic("classroom/north/101/pi-101a/video"), "topic"),
+    (lambda: parse_topic("other/north/101/pi-101a/emotions"), "topic"),
+    (lambda: parse_payload("emotions", b" " * (MAX_PAYLOAD_BYTES + 1)), "size"),
+    (lambda: parse_payload("emotions", b"\xff\xfe{}"), "encoding"),
+    (lambda: parse_payload("emotions", b"{\"schema\": 1,"), "json"),
+    (lambda: parse_payload("emotions", changed(seq=-1)), "schema"),
+    (lambda: parse_payload("stats", b'{"device": "pi-1", "t": "2026-11-23T10:00:00Z", "uptime_s": 1, "fps": NaN}'),
+     "schema"),
+    (lambda: parse_payload("emotions", encode(CONTRACT_EXAMPLE), ("north", "101", "pi-102")), "identity"),
+    (lambda: parse_payload("emotions", encode(CONTRACT_EXAMPLE), ("north", "102", "pi-101a")), "identity"),
+])
+def test_each_refusal_names_the_rule_it_broke_for_counting(refuse, reason):
+    """The collector counts refused messages by these words (edge_collector_messages_rejected_total)."""
+    with pytest.raises(MessageError) as error:
+        refuse()
+    assert error.value.reason == reason and reason in REJECT_REASONS
 
 
 def test_topics_round_trip_and_reject_strangers():

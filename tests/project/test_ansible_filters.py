@@ -9,6 +9,7 @@ accepted by a real mosquitto and a real nginx; these pin the construction itself
 import base64
 import hashlib
 import importlib.util
+import re
 import shutil
 import subprocess
 import warnings
@@ -105,3 +106,30 @@ def test_names_and_patterns_ending_in_a_newline_are_refused():
         "dashboard_users user bob: key rooms: 'north/101\\n' is not all or site/room (wildcards * ?)",
         "dashboard_users user carol: key password is longer than 72 bytes or holds a NUL; bcrypt would check only "
         "its start: choose a shorter one (six random words are plenty)"]
+
+
+def test_metrics_settings_that_do_not_fit_together_are_named_before_anything_changes():
+    users = [{"name": "it-admin", "password": "x", "rooms": ["all"]}]
+    assert access.metrics_problems([{"name": "prom", "password": "y"}], users, True, True, True) == []
+    assert access.metrics_problems([], users, False, False, True) == [
+        "collector_prometheus: true needs collector_metrics: true (Prometheus scrapes the collector's metrics port)"]
+    problems = access.metrics_problems([{"name": "it-admin", "password": "y"}, {"name": "prom"},
+                                        {"name": "graf", "password": "z", "rooms": ["all"]}], users, True, False)
+    assert problems == [
+        "metrics_scrapers: nginx serves /metrics only with collector_metrics: true and collector_web_server: true; "
+        "set both or remove metrics_scrapers",
+        "metrics_scrapers user it-admin: key name is used twice (by dashboard_users or metrics_scrapers)",
+        "metrics_scrapers user prom: key password is missing; put it in Ansible Vault (ansible-vault encrypt_string) "
+        "and set it there",
+        "metrics_scrapers user graf: unknown key rooms (keys: name, password)"]
+
+
+def test_an_instructors_rules_grant_their_rooms_csvs_and_no_others():
+    rules = access.dashboard_path_rules([{"name": "alice", "password": "x", "rooms": ["north/101"]}])
+
+    def granted(uri):
+        return any(re.search(rule, f"alice:{uri}") for rule in rules)
+
+    assert granted("/rooms/north/101/lessons.csv") and granted("/rooms/north/101/20261123T1000.csv")
+    assert not granted("/rooms/north/102/lessons.csv") and not granted("/rooms/north/1010/lessons.csv")
+    assert not granted("/metrics")

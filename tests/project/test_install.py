@@ -6,6 +6,7 @@ school server (edge-collector). The installed sizes are printed (`pytest -s` sho
 
 import json
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -16,8 +17,8 @@ from support import source_copy
 
 pytestmark = pytest.mark.install
 
-# Distribution names as pip lists them, lower case.
-SERVER_ONLY = {"sqlalchemy", "psycopg", "psycopg-binary", "jinja2", "matplotlib"}
+# Distribution names normalised as PyPI does (lower case, runs of - _ . as one -).
+SERVER_ONLY = {"sqlalchemy", "psycopg", "psycopg-binary", "jinja2", "matplotlib", "prometheus-client"}
 PI_ONLY = {"opencv-python-headless", "opencv-python", "ai-edge-litert", "tflite-runtime"}
 # The installed commands must find what the venv holds, not a checkout on PYTHONPATH.
 INSTALLED_ONLY = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
@@ -38,7 +39,8 @@ def install(target, where):
         pytest.skip(f"cannot install (no package index?): {result.stderr.strip()[-500:]}")
     listed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "list", "--format=json"],
                             capture_output=True, text=True, check=True, timeout=120)
-    names = {entry["name"].lower() for entry in json.loads(listed.stdout)}
+    # pip lists a distribution under its own spelling: prometheus_client, not prometheus-client.
+    names = {re.sub(r"[-_.]+", "-", entry["name"]).lower() for entry in json.loads(listed.stdout)}
     (site_packages,) = where.glob("lib/python*/site-packages")
     size = subprocess.run(["du", "-sm", str(site_packages)], capture_output=True, text=True, check=True).stdout
     return python, names, int(size.split()[0])

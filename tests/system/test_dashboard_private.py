@@ -1,6 +1,7 @@
-"""The dashboard behind nginx as ansible/site.yml sets it up: TLS only, a login, each instructor their rooms.
+"""The dashboard behind nginx as ansible/site.yml sets it up: TLS only, a login, each instructor their rooms;
+the fleet's metrics for IT alone, and Debian's Prometheus and Alertmanager beside them.
 
-One server container (broker, collector, nginx); the cameras are in the inventory, for their
+One server container (broker, collector, nginx, Prometheus); the cameras are in the inventory, for their
 rooms, but the runs are limited to the server. Lessons of rooms north/101 and north/102 are
 written into the collector's store on the server, and the checks look from outside as a
 browser would: Python's urllib and ssl with the school CA the secrets role made.
@@ -11,11 +12,13 @@ import functools
 import hashlib
 import http.client
 import importlib.util
+import json
 import re
 import ssl
 import statistics
 import subprocess
 import time
+import urllib.request
 import warnings
 
 import pytest
@@ -26,7 +29,10 @@ pytestmark = [pytest.mark.system,
               pytest.mark.skipif(ansible_lab.unavailable() is not None, reason=str(ansible_lab.unavailable()))]
 
 USERS = {"alice": ("north/101",), "bob": ("north/1*",), "it-admin": ("all",)}
-PASSWORDS = {"alice": "alice correct horse", "bob": "bob battery staple", "it-admin": "it: long & random!"}
+PASSWORDS = {"alice": "alice correct horse", "bob": "bob battery staple", "it-admin": "it: long & random!",
+             "scraper": "scrape & nothing else"}
+# Logins that may read /metrics and nothing of the dashboard.
+SCRAPERS = ("scraper",)
 DASHBOARD = "/var/lib/edge-collector/dashboard"
 BAN = {"collector_web_ban_maxretry": 30, "collector_web_ban_findtime": 120, "collector_web_ban_bantime": 20}
 # Two lessons in each room, two weeks apart, from their cameras, written as the collector stores them.
@@ -50,6 +56,19 @@ for device, room in (("pi-a", "101"), ("pi-b", "102")):
     store.set_status(StatusPayload.model_validate({"device": device, "state": "online", "camera": "running",
                                                    "version": "0.1.0"}), site="north", room=room,
                      received_at=time.time())
+store.close()
+"""
+# Fresh stats for pi-a (heard from now, 0.8 frames a second against a target of 1); pi-b sent nothing
+# but its status, so it has never been heard from. The dashboard and the alerts must say so alike.
+FRESH_STATS = """
+import time
+from edge_agent.collector.store import Store
+from edge_agent.common.contract import StatsPayload, format_utc
+store = Store("sqlite:////var/lib/edge-collector/collector.sqlite3")
+now = time.time()
+store.add_stats([("pi-a", StatsPayload(device="pi-a", t=format_utc(now), uptime_s=600.0, fps=0.8, outbox_depth=2,
+                                       camera="running", cpu_temp_c=52.0))], received_at=now)
+store.touch("pi-a", site="north", room="101", seen_at=now)
 store.close()
 """
 
@@ -93,7 +112,12 @@ def inventory_data(box, ports, secrets, wheels, users):
                 # Bans short enough to wait out, and room for the failed logins the other tests make.
                 **BAN, "collector_web_rate": "10r/s", "collector_web_burst": 60,
                 "dashboard_users": [{"name": name, "password": PASSWORDS[name], "rooms": list(rooms)}
-                                    for name, rooms in users.items()]}}},
+                                    for name, rooms in users.items()],
+                "collector_metrics": True, "collector_metrics_port": ports["metrics"],
+                "metrics_scrapers": [{"name": name, "password": PASSWORDS[name]} for name in SCRAPERS],
+                "collector_prometheus": True, "collector_prometheus_port": ports["prometheus"],
+                "collector_alertmanager_port": ports["alertmanager"],
+                "collector_prometheus_scrape_interval": "2s"}}},
             # Never reached (the runs are limited to the server): their rooms are what patterns match.
             "cameras": {"hosts": {"pi-a": {"device_id": "pi-a", "site": "north", "room": "101"},
                                   "pi-b": {"device_id": "pi-b", "site": "north", "room": "102"}}},
@@ -110,7 +134,8 @@ def lab(tmp_path_factory):
     wheels = [ansible_lab.dependency_wheels(), ansible_lab.project_wheel(tmp / "project")]
     box = container.Container(read_only_binds=[str(path) for path in wheels]).start()
     try:
-        ports = {"mqtt": free_port(), "http": free_port(), "https": free_port(), "check": free_port()}
+        ports = {name: free_port() for name in ("mqtt", "http", "https", "check", "metrics", "prometheus",
+                                                 "alertmanager")}
         secrets = tmp / "secrets"
 
         def run(users, name):
@@ -328,15 +353,16 @@ def bcrypt_salts(text):
 def test_the_server_keeps_only_bcrypt_hashes_with_the_kept_random_salts(lab):
     text = lab["box"].run("cat", "/etc/nginx/edge-dashboard/htpasswd").stdout
     lines = dict(line.split(":", 1) for line in text.splitlines() if line)
-    assert set(lines) == set(USERS) and all(value.startswith("$2b$10$") for value in lines.values()), lines
+    logins = [*USERS, *SCRAPERS]
+    assert set(lines) == set(logins) and all(value.startswith("$2b$10$") for value in lines.values()), lines
     assert not any(secret in text for secret in PASSWORDS.values())
     stat = lab["box"].run("stat", "-c", "%a %U:%G", "/etc/nginx/edge-dashboard/htpasswd").stdout.strip()
     assert stat == "640 root:www-data"
     # Each user's salt is the random one kept on the control node (no two alike), so the run
     # after the first wrote the same file; nothing in it comes from the password.
     salts = bcrypt_salts(text)
-    assert len(set(salts.values())) == len(USERS)
-    for user in USERS:
+    assert len(set(salts.values())) == len(logins)
+    for user in logins:
         kept = bytes.fromhex((lab["secrets"] / "salts" / "dashboard" / user).read_text())
         assert salts[user] == HTPASSWD.bcrypt_salt(kept, 10)
         assert HTPASSWD.htpasswd_hash(PASSWORDS[user], kept.hex(), 10) == lines[user]
@@ -394,6 +420,92 @@ def test_another_local_user_reads_neither_the_store_nor_a_room(lab):
     # nginx reads them as a member of the collector's group, and no more than that: not the store.
     assert box.run("runuser", "-u", "www-data", "--", "cat", store, check=False).returncode != 0
     assert get(lab, "/rooms/north/101.html", "alice")[0] == 200
+
+
+def test_the_fleet_metrics_go_to_it_and_scrapers_and_never_to_an_instructor(lab):
+    fresh_jail(lab)
+    assert get(lab, "/metrics")[0] == 401
+    assert get(lab, "/metrics", "alice", "wrong")[0] == 401
+    for instructor in ("alice", "bob"):
+        status, _, body = get(lab, "/metrics", instructor)
+        assert status == 403 and b"edge_device" not in body, (instructor, status)
+    for reader in ("it-admin", "scraper"):
+        status, headers, body = get(lab, "/metrics", reader)
+        assert status == 200 and b'edge_device_state{device="pi-a",room="101",site="north",state="online"} 1.0' \
+            in body, (reader, status, body[:300])
+        assert headers["Strict-Transport-Security"].startswith("max-age=")
+    # A scraper reads the metrics and nothing of the dashboard.
+    for path in ("/", "/index.html", "/rooms/north/101.html", "/rooms/north/101/lessons.csv", "/devices/pi-a.html"):
+        status, _, body = get(lab, path, "scraper")
+        assert status in (302, 403, 404) and b"north/101" not in body, (path, status)
+    # The collector serves them on loopback only.
+    assert listening_addresses(lab, "metrics") == {"0100007F"}
+
+
+def test_an_instructor_takes_away_their_rooms_csvs_and_no_other_rooms(lab):
+    status, _, lessons = get(lab, "/rooms/north/101/lessons.csv", "alice")
+    assert status == 200 and lessons.startswith(b"start,end,minutes,minutes_with_faces,faces,angry"), lessons[:200]
+    assert lessons.count(b"\n") == 3, lessons  # a header and the room's two lessons
+    found = lab["box"].run("find", f"{DASHBOARD}/rooms/north/101", "-name", "2*.csv").stdout.split()
+    assert len(found) == 2, found
+    status, _, minutes = get(lab, found[0].removeprefix(DASHBOARD), "alice")
+    assert status == 200 and minutes.startswith(b"start,faces,angry"), minutes[:200]
+    page = get(lab, "/rooms/north/102.html", "alice")[0]
+    for path in ("/rooms/north/102/lessons.csv", found[0].removeprefix(DASHBOARD).replace("/101/", "/102/")):
+        status, _, body = get(lab, path, "alice")
+        assert status == page and status in (403, 404) and b"start," not in body, (path, status)
+    assert get(lab, "/rooms/north/102/lessons.csv", "bob")[0] == 200
+
+
+# The addresses a port listens on, from the kernel's tables (hex, as there: 0100007F is 127.0.0.1).
+LISTENERS = """
+import sys
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(table).readlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port = local.rsplit(":", 1)
+        if state == "0A" and int(port, 16) == int(sys.argv[1]):
+            print(address)
+"""
+
+
+def listening_addresses(lab, port):
+    return set(lab["box"].run("python3", "-c", LISTENERS, str(lab["ports"][port])).stdout.split())
+
+
+def prometheus_api(lab, path, port="prometheus"):
+    with urllib.request.urlopen(f"http://127.0.0.1:{lab['ports'][port]}{path}", timeout=10) as answer:
+        return json.load(answer)
+
+
+def test_the_servers_prometheus_scrapes_the_collector_and_alerts_as_the_dashboard_flags(lab):
+    seeded = lab["box"].run("runuser", "-u", "edge-collector", "--", "/opt/edge-collector/venv/bin/python", "-c",
+                            FRESH_STATS, check=False, timeout=120)
+    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+    rules = prometheus_api(lab, "/api/v1/rules")["data"]["groups"]
+    assert [group["name"] for group in rules] == ["edge-fleet"] and len(rules[0]["rules"]) == 9, rules
+    deadline = time.monotonic() + 120
+    expected = {("pi-a", "EdgeFpsLow"), ("pi-b", "EdgeDeviceSilent")}
+    while True:
+        fps = prometheus_api(lab, "/api/v1/query?query=edge_device_fps")["data"]["result"]
+        alerts = prometheus_api(lab, "/api/v1/alerts")["data"]["alerts"]
+        firing = {(alert["labels"]["device"], alert["labels"]["alertname"]) for alert in alerts
+                  if alert["state"] == "firing"}
+        _, _, index = get(lab, "/index.html", "it-admin")
+        if firing == expected and b"0.8 fps, below 1" in index and index.count(b"not heard from") == 1:
+            break
+        assert time.monotonic() < deadline, (fps, firing, re.findall(rb"needs attention:</span> ([^<]*)", index))
+        time.sleep(2)
+    assert [(item["metric"]["device"], float(item["value"][1])) for item in fps] == [("pi-a", 0.8)]
+    # Prometheus hands what fires to Alertmanager, on this server's loopback too.
+    while True:
+        received = {alert["labels"]["alertname"] for alert in prometheus_api(lab, "/api/v2/alerts", "alertmanager")}
+        if {"EdgeFpsLow", "EdgeDeviceSilent"} <= received:
+            break
+        assert time.monotonic() < deadline + 60, received
+        time.sleep(2)
+    for port in ("prometheus", "alertmanager"):
+        assert listening_addresses(lab, port) == {"0100007F"}, port
 
 
 def test_the_school_ca_signs_for_no_other_name(lab, tmp_path):
@@ -455,7 +567,7 @@ def test_zz_a_removed_user_gets_401_after_the_rerun_and_hashes_from_before_are_r
     assert removed.returncode == 0, removed.stdout[-5000:]
     salts = bcrypt_salts(box.run("cat", "/etc/nginx/edge-dashboard/htpasswd").stdout)
     before = bcrypt_salts(lab["htpasswd_first"])
-    assert salts == {"alice": before["alice"], "it-admin": before["it-admin"]}
+    assert salts == {"alice": before["alice"], "it-admin": before["it-admin"], "scraper": before["scraper"]}
     passwd = box.run("cat", "/etc/mosquitto/passwd").stdout
     kept = bytes.fromhex((lab["secrets"] / "salts" / "mqtt" / "collector").read_text())
     assert f"collector:{MOSQUITTO.mosquitto_hash(collector_password, kept.hex())}\n" in passwd

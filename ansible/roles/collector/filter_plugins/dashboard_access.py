@@ -4,7 +4,8 @@
 (``*`` and ``?`` within one name) or ``all``. Users with ``all`` are IT and see everything; every
 other user gets an access group of their own name, which the collector writes an index for
 (groups/NAME/index.html) and nginx grants with that user's rooms (rooms/SITE/ROOM.html and
-rooms/SITE/ROOM/).
+rooms/SITE/ROOM/). ``metrics_scrapers`` (``{name, password}``) share the same login file and may
+read /metrics alone; their names are no dashboard user's.
 """
 
 import re
@@ -24,6 +25,57 @@ def _glob_regex(pattern):
     return "".join(out)
 
 
+def _login_problems(who, user, seen):
+    """A login's name and password: what the dashboard's users and the metrics' scrapers have alike."""
+    problems = []
+    name = str(user.get("name", ""))
+    if not USER.fullmatch(name):
+        problems.append(f"{who}: key name must be 1-64 letters, digits, _ . - (it names a folder and a login)")
+    elif name in seen:
+        problems.append(f"{who}: key name is used twice (by dashboard_users or metrics_scrapers)")
+    seen.add(name)
+    password = user.get("password")
+    if password is None or str(password) == "":
+        problems.append(f"{who}: key password is missing; put it in Ansible Vault "
+                        "(ansible-vault encrypt_string) and set it there")
+    elif len(str(password).encode()) > MAX_PASSWORD_BYTES or "\0" in str(password):
+        problems.append(f"{who}: key password is longer than {MAX_PASSWORD_BYTES} bytes or holds a NUL; bcrypt "
+                        "would check only its start: choose a shorter one (six random words are plenty)")
+    return problems
+
+
+def _who(kind, user, number):
+    name = str(user.get("name", ""))
+    # repr for a name with a newline or another control character: the message stays one line.
+    return f"{kind} user {name if name.isprintable() else repr(name)}" if name else f"{kind} item {number}"
+
+
+def metrics_problems(scrapers, users, metrics=False, web_server=False, prometheus=False):
+    """One line per mistake in the metrics settings: ``metrics_scrapers`` logins, and what needs what."""
+    problems = []
+    if prometheus and not metrics:
+        problems.append("collector_prometheus: true needs collector_metrics: true (Prometheus scrapes the "
+                        "collector's metrics port)")
+    if not scrapers:
+        return problems
+    if not (metrics and web_server):
+        problems.append("metrics_scrapers: nginx serves /metrics only with collector_metrics: true and "
+                        "collector_web_server: true; set both or remove metrics_scrapers")
+    if not isinstance(scrapers, list):
+        return [*problems, "metrics_scrapers: not a list of name and password"]
+    seen = {str(user.get("name", "")) for user in users or [] if isinstance(user, dict)}
+    for number, user in enumerate(scrapers, 1):
+        if not isinstance(user, dict):
+            problems.append(f"metrics_scrapers item {number}: not a mapping of name and password")
+            continue
+        who = _who("metrics_scrapers", user, number)
+        unknown = sorted(set(user) - {"name", "password"})
+        if unknown:
+            problems.append(f"{who}: unknown key {', '.join(unknown)} (keys: name, password)")
+        problems += _login_problems(who, user, seen)
+    return problems
+
+
 def dashboard_problems(users, rooms, web_server=True):
     """One line per mistake in ``dashboard_users``, each naming the user and the key; ``rooms``: known site/room."""
     if not web_server:
@@ -36,25 +88,11 @@ def dashboard_problems(users, rooms, web_server=True):
         if not isinstance(user, dict):
             problems.append(f"dashboard_users item {number}: not a mapping of name, password and rooms")
             continue
-        name = str(user.get("name", ""))
-        # repr for a name with a newline or another control character: the message stays one line.
-        who = (f"dashboard_users user {name if name.isprintable() else repr(name)}" if name
-               else f"dashboard_users item {number}")
+        who = _who("dashboard_users", user, number)
         unknown = sorted(set(user) - {"name", "password", "rooms"})
         if unknown:
             problems.append(f"{who}: unknown key {', '.join(unknown)} (keys: name, password, rooms)")
-        if not USER.fullmatch(name):
-            problems.append(f"{who}: key name must be 1-64 letters, digits, _ . - (it names a folder and a login)")
-        elif name in seen:
-            problems.append(f"{who}: key name is used twice")
-        seen.add(name)
-        password = user.get("password")
-        if password is None or str(password) == "":
-            problems.append(f"{who}: key password is missing; put it in Ansible Vault "
-                            "(ansible-vault encrypt_string) and set it there")
-        elif len(str(password).encode()) > MAX_PASSWORD_BYTES or "\0" in str(password):
-            problems.append(f"{who}: key password is longer than {MAX_PASSWORD_BYTES} bytes or holds a NUL; bcrypt "
-                            "would check only its start: choose a shorter one (six random words are plenty)")
+        problems += _login_problems(who, user, seen)
         patterns = user.get("rooms")
         if isinstance(patterns, str):
             patterns = [patterns]
@@ -101,5 +139,6 @@ def dashboard_path_rules(users):
 
 class FilterModule:
     def filters(self):
-        return {"dashboard_problems": dashboard_problems, "dashboard_access": dashboard_access,
+        return {"dashboard_problems": dashboard_problems, "metrics_problems": metrics_problems,
+                "dashboard_access": dashboard_access,
                 "dashboard_path_rules": dashboard_path_rules, "dashboard_it": dashboard_it}
