@@ -15,9 +15,10 @@ from support import REPO
 
 PACKAGE = REPO / "edge_agent"
 # What only a Pi installs, and what only a server installs (matplotlib: the agent draws a chart
-# only when `analyze --chart` asks, so it may import it inside a function).
+# only when `analyze --chart` asks, so it and the common layer's `pyplot()` may import it inside a
+# function).
 AGENT_ONLY = ("cv2", "numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "tf_keras")
-COLLECTOR_ONLY = ("sqlalchemy", "psycopg", "jinja2", "matplotlib")
+COLLECTOR_ONLY = ("sqlalchemy", "psycopg", "jinja2", "matplotlib", "prometheus_client")
 
 
 def module_name(path):
@@ -60,8 +61,9 @@ def test_every_side_has_modules():
 
 
 @pytest.mark.parametrize("side, forbidden", [
-    ("common", ("edge_agent.agent", "edge_agent.collector", "edge_agent.tools", *AGENT_ONLY, *COLLECTOR_ONLY)),
-    ("agent", ("edge_agent.collector", "sqlalchemy", "psycopg", "jinja2")),
+    ("common", ("edge_agent.agent", "edge_agent.collector", "edge_agent.tools", *AGENT_ONLY,
+                *(package for package in COLLECTOR_ONLY if package != "matplotlib"))),
+    ("agent", ("edge_agent.collector", "sqlalchemy", "psycopg", "jinja2", "prometheus_client")),
     ("collector", ("edge_agent.agent", *AGENT_ONLY)),
 ])
 def test_a_side_imports_neither_the_other_side_nor_its_packages(side, forbidden):
@@ -77,10 +79,22 @@ def test_developer_tools_are_imported_only_when_their_command_runs(side):
     assert not eager, "\n".join(eager)
 
 
-def test_the_agent_draws_charts_only_on_request():
+def test_the_agent_hands_its_developer_tools_over_in_one_place():
+    """`edge-agent`'s tool verbs go to edge_agent.tools.cli whole; no other part of the agent imports a tool."""
+    found = [f"{path.relative_to(REPO)} imports {imported}" for path in modules("agent")
+             for imported, _ in imports(path) if within(imported, "edge_agent.tools")]
+    assert found == ["edge_agent/agent/cli.py imports edge_agent.tools.cli.main"], "\n".join(found)
+    tree = ast.parse((PACKAGE / "agent" / "cli.py").read_text(encoding="utf-8"))
+    main = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main")
+    assert any(isinstance(node, ast.ImportFrom) and node.module == "tools.cli" and node.level == 2
+               for node in ast.walk(main)), "the agent's import of the tools is not in cli.main"
+
+
+@pytest.mark.parametrize("side", ["agent", "common"])
+def test_the_agent_draws_charts_only_on_request(side):
     """matplotlib is the collector's; the agent's `analyze --chart` imports it when asked, never at load."""
     eager = [f"{path.relative_to(REPO)} imports {imported} at module level"
-             for path in modules("agent") for imported, top in imports(path) if top and within(imported, "matplotlib")]
+             for path in modules(side) for imported, top in imports(path) if top and within(imported, "matplotlib")]
     assert not eager, "\n".join(eager)
 
 
@@ -140,13 +154,13 @@ def test_the_collector_runs_without_the_agents_packages():
 import edge_agent.tools.collector_bench
 """ + RUN_CLI.format(module="edge_agent.collector.cli", commands=[
         ["--help"], ["run", "--help"], ["check", "--help"], ["dashboard", "--help"], ["report", "--help"],
-        ["serve", "--help"], ["bench", "--help"]])
+        ["serve", "--help"], ["bench", "--help"], ["alert-rules", "--help"]])
     result = run_without(("cv2", "ai_edge_litert", "tflite_runtime", "tensorflow", "numpy"), code)
     assert result.returncode == 0 and result.stdout.endswith("ok\n"), result.stderr
 
 
 def test_the_agent_runs_without_the_collectors_packages():
-    """What a Pi lacks: SQLAlchemy, psycopg, Jinja2, matplotlib."""
+    """What a Pi lacks: SQLAlchemy, psycopg, Jinja2, matplotlib, prometheus_client."""
     code = IMPORT_ALL.format(packages=["edge_agent.common", "edge_agent.agent"]) + RUN_CLI.format(
         module="edge_agent.agent.cli", commands=[["--help"], ["run", "--help"], ["check", "--help"],
                                                  ["analyze", "--help"]])
@@ -181,4 +195,4 @@ def test_module_names_are_read_right():
     found = dict(imports(PACKAGE / "agent" / "daemon.py"))
     assert found["edge_agent.common.contract.StatsPayload"] is True
     assert found["edge_agent.__version__"] is True
-    assert ("edge_agent.tools.demo.main", False) in imports(PACKAGE / "agent" / "cli.py")
+    assert ("edge_agent.tools.cli.main", False) in imports(PACKAGE / "agent" / "cli.py")
