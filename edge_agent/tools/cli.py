@@ -51,7 +51,7 @@ def cmd_model_train(args):
     state = args.state or state_dir_for(name)
     record = train(args.data, args.validation, args.votes, state, out, recipe,
                    time_budget_s=args.time_budget, threads=args.threads, precision=args.precision,
-                   progress=lambda line: print(line, file=sys.stderr, flush=True))
+                   progress=lambda line: print(line, file=sys.stderr, flush=True), init_state=args.init_from)
     if not record["finished"]:
         print(f"stopped after epoch {record['epochs_done']}/{recipe.epochs} ({record['wall_time_s']:.0f} s so far); "
               "run the same command to go on")
@@ -276,8 +276,12 @@ def _add_model(commands) -> None:
     train.add_argument("--ferplus-weight", type=_fraction, default=0.3,
                        help="share of each target taken from the FER+ votes (default: %(default)s)")
     train.add_argument("--recipe",
-                       help="what to train: fer-gap9 or fer-vgg5 (default: fer-gap9); the options below "
-                            "change it, and a checkpoint is resumed only by the same recipe and options")
+                       help="what to train: fer-gap9, fer-gap9-ft (a second schedule from fer-gap9's "
+                            "weights) or fer-vgg5 (default: fer-gap9); the options below change it, and "
+                            "a checkpoint is resumed only by the same recipe and options")
+    train.add_argument("--init-from", type=Path, metavar="DIR",
+                       help="for a recipe that starts from another's weights: the state directory "
+                            "holding them (default: models/training/THAT-RECIPE)")
     train.add_argument("--state", type=Path,
                        help="checkpoint and per-epoch records, one recipe per directory (default: "
                             "models/training/RECIPE, kept in the repository: commit it after each run)")

@@ -4,6 +4,7 @@ Runs on made-up faces (the network need not learn anything), so it needs TensorF
 ../shared.
 """
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -257,3 +258,66 @@ def test_the_checkpoints_in_the_repository_belong_to_their_recipes_load_and_stay
         _, optimizer, checkpoint = trainable(RECIPES[name], tf, tf_keras)
         checkpoint.read(str(state_file.parent / current["checkpoint"])).assert_consumed()
         assert int(optimizer.iterations.numpy()) > 0
+
+
+def test_a_recipe_started_from_another_loads_its_weights_and_keeps_saying_where_they_came_from(
+        trained, data, tmp_path):
+    from edge_agent.tools.keras_model import import_tensorflow
+    from edge_agent.tools.train import RECIPES, load_start, trainable
+
+    tf, tf_keras = import_tensorflow()
+    recipe = dataclasses.replace(RECIPES["fer-gap9-ft"], width=0.25)
+    source, _, checkpoint = trainable(dataclasses.replace(RECIPES["fer-gap9"], width=0.25), tf, tf_keras)
+    checkpoint.read(str(trained / "state" / "epoch-002")).expect_partial()
+    model, _, _ = trainable(recipe, tf, tf_keras)
+    start = load_start(trained / "state", recipe, model, tf)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), source.get_weights(), strict=True))
+    assert start["recipe"] == "fer-gap9" and start["epoch"] == 2 and len(start["weights_sha256"]) == 64
+
+    args = train_args(data, tmp_path / "state", tmp_path / "model.h5", "--recipe", "fer-gap9-ft",
+                      "--init-from", trained / "state", "--epochs", "2")
+    first = run_cli(*args, "--time-budget", "0.001")
+    assert first.returncode == 0, first.stderr
+    assert f"starting from {trained / 'state'} (epoch 2)" in first.stderr
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr
+    # A resumed run goes on from its own checkpoint, not from the starting weights again.
+    assert "resuming" in second.stderr and "starting from" not in second.stderr
+    record = json.loads((tmp_path / "model.train.json").read_text())
+    assert record["started_from"] == start and record["recipe"]["init_from"] == "fer-gap9"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("missing", "holds no readable checkpoint to start 'fer-gap9' from"),
+    ("vgg5", "is of another network (differs in: architecture, crop)"),
+])
+def test_starting_weights_that_are_missing_or_of_another_network_are_refused_in_one_line(
+        data, tmp_path, source, message):
+    state = tmp_path / "source"
+    if source == "vgg5":
+        made = run_cli(*train_args(data, state, tmp_path / "vgg5.h5", "--recipe", "fer-vgg5", "--epochs", "1",
+                                   "--time-budget", "0.001"))
+        assert made.returncode == 0, made.stderr
+    done = run_cli(*train_args(data, tmp_path / "state", tmp_path / "model.h5", "--recipe", "fer-gap9-ft",
+                               "--init-from", state, "--epochs", "1"))
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("edge-agent:")]
+    assert len(errors) == 1 and message in errors[0] and str(state) in errors[0], done.stderr
+    assert not (tmp_path / "state" / "state.json").exists()
+
+
+def test_class_weights_move_the_labels_towards_the_weighted_emotion(data, tmp_path):
+    """The same run twice, once with fear weighted up: the trained network reads fear more often."""
+    from edge_agent.tools.keras_model import load_keras_model
+    from edge_agent.tools.train import RECIPES, load_faces, train
+
+    images = load_faces(data["training"])[0][:, 2:46, 2:46].astype(np.float32)[..., None] / 127.5 - 1
+    fear = []
+    for weights in ((), (1.0, 1.0, 8.0, 1.0, 1.0, 1.0, 1.0)):
+        recipe = dataclasses.replace(RECIPES["fer-gap9"], width=0.25, batch_size=32, epochs=2,
+                                     class_weights=weights)
+        out = tmp_path / f"{len(weights)}.h5"
+        train(data["training"], data["validation"], None, tmp_path / f"state{len(weights)}", out, recipe,
+              progress=lambda line: None)
+        fear.append(float((load_keras_model(out).predict(images, verbose=0).argmax(1) == 2).mean()))
+    assert fear[1] > fear[0] + 0.2, fear
