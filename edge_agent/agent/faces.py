@@ -27,8 +27,8 @@ class Scan:
 
     OpenCV scans a copy shrunk by a factor above 2 at every pixel and one shrunk less at every other
     pixel, so a face under two cascade windows wide (48 px) is scanned at every other pixel, where
-    too few windows land on it to make ``min_neighbors`` (the lesson of ``edge-agent bench
-    pipeline`` at 1280x720: 62% of the 32-47 px faces found that way, 98% at every pixel).
+    too few windows land on it to make ``min_neighbors``; the fine scan enlarges it instead
+    (measured in docs/face-search.md, "The cascade's copies").
     """
 
     scale_factor: float = 1.1
@@ -134,15 +134,12 @@ class FaceDetector:
         With a fine scan, a region of faces under two cascade windows is first enlarged so that its
         smallest face is scanned at every pixel (:meth:`Scan.copy_scale`). With ``shrink``, a region
         of larger faces is shrunk, but never below that copy, which loses faces the full-frame
-        search finds (measured: a 57 px face found on the whole frame is missed once shrunk to 37 or
-        46 px, at any ``min_neighbors``).
+        search finds.
 
-        Shrinking is for bands (:mod:`edge_agent.agent.search`), not seats. A seat's region is small,
-        and forty of them a frame each paid a resize's fixed cost of 20-30 us for no saving
-        (0.7% of the 1280x720 lesson's frame time; OpenCV's pyramid shrinks the region anyway),
-        and found the same faces. Bands left unshrunk missed a 119 px face the baseline finds in 3 of
-        60 random-seat frames at 1280x720 (a face at the cascade's threshold flips with the size of
-        the copy searched), and found none that shrunk bands missed.
+        Shrinking is for bands (:mod:`edge_agent.agent.search`), not seats: a seat's region is small
+        and OpenCV's pyramid shrinks it anyway, so a resize there is a fixed cost for no saving,
+        while a band searched unshrunk misses faces at the cascade's threshold that the baseline
+        finds. The measurements behind each rule: docs/face-search.md, "The cascade's copies".
         """
         neighbors = self.min_neighbors if min_neighbors is None else min_neighbors
         # This loop runs forty times a frame between whole ones: what it looks up is looked up once,
