@@ -5,7 +5,8 @@ as growing, the plausible range of each figure) and compare against the threshol
 exports from its config (``edge_fleet_silent_after_seconds``, ``edge_fleet_hot_celsius``,
 ``edge_device_fps_target``; metrics.py), so a changed config moves the alerts and the dashboard
 together, and a changed constant changes the rules written here. The project ships them as
-``ansible/files/prometheus/edge-alerts.yml``; ``edge-collector alert-rules`` prints them.
+``ansible/roles/collector/files/prometheus/edge-alerts.yml`` (the collector role installs them);
+``edge-collector alert-rules`` prints them.
 
 Each rule fires exactly when the dashboard gives a device that verdict, on the same figures:
 the alerts have no ``for:`` delay of their own (the verdicts wait for ``silent_after_min``

@@ -25,7 +25,8 @@ from support import REPO
 
 PROMTOOL = shutil.which("promtool")
 pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (scripts/setup.sh installs it)")
-SHIPPED = REPO / "ansible" / "files" / "prometheus"
+# The collector role carries them (and installs edge-alerts.yml with collector_prometheus).
+SHIPPED = REPO / "ansible" / "roles" / "collector" / "files" / "prometheus"
 NOW = 1_795_000_000
 TARGET = {"job": "edge-collector", "instance": "127.0.0.1:9464"}
 
@@ -36,7 +37,7 @@ def promtool(*args, cwd):
 
 def test_the_shipped_rules_are_the_ones_the_collector_writes_and_prometheus_accepts_them():
     assert (SHIPPED / "edge-alerts.yml").read_text() == render_rules(), \
-        "ansible/files/prometheus/edge-alerts.yml is stale: edge-collector alert-rules --out it"
+        "ansible/roles/collector/files/prometheus/edge-alerts.yml is stale: edge-collector alert-rules --out it"
     loaded = yaml.safe_load(render_rules())["groups"][0]["rules"]
     assert [(rule["alert"], rule["expr"]) for rule in loaded] == [(rule.alert, rule.expr) for rule in rules()]
     checked = promtool("check", "rules", "edge-alerts.yml", cwd=SHIPPED)

@@ -1,6 +1,6 @@
-"""The Ansible roles' filter plugins, run as Ansible runs them on the control node: the password
-hashes the server keeps (checked against mosquitto_passwd and the system's crypt) and the
-dashboard users' checks.
+"""The Ansible filter plugins, run as Ansible runs them on the control node: the password
+hashes the server keeps (ansible/filter_plugins, shared by the broker and collector roles; checked
+against mosquitto_passwd and the system's crypt) and the dashboard users' checks (the collector role's).
 
 The lab tests (tests/system/test_ansible.py, test_dashboard_private.py) see the same hashes
 accepted by a real mosquitto and a real nginx; these pin the construction itself.
@@ -19,19 +19,20 @@ from ansible.errors import AnsibleFilterError
 
 from support import REPO
 
-ROLES = REPO / "ansible" / "roles"
+ANSIBLE = REPO / "ansible"
 
 
-def plugin(role, name):
-    spec = importlib.util.spec_from_file_location(f"{role}_{name}", ROLES / role / "filter_plugins" / f"{name}.py")
+def plugin(folder, name):
+    path = folder / "filter_plugins" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{folder.name}_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-mosquitto = plugin("broker", "mosquitto")
-htpasswd = plugin("collector", "htpasswd")
-access = plugin("collector", "dashboard_access")
+# One module hashes both kinds of password: mosquitto's and the dashboard's.
+mosquitto = htpasswd = plugin(ANSIBLE, "password_hashes")
+access = plugin(ANSIBLE / "roles" / "collector", "dashboard_access")
 
 
 def system_crypt():
