@@ -65,7 +65,7 @@ def _nan(value):
     return math.nan if value is None else value
 
 
-def slot_name(session):
+def window_label(session):
     """What one point of the session stands for: "minute" for the usual 60 s windows."""
     return "minute" if session.window_s == 60 else f"{session.window_s} s window"
 
@@ -93,8 +93,8 @@ def _no_data(ax, text="no data"):
 
 
 def draw_interest(ax, session, interested=DEFAULT_INTERESTED, tz=UTC):
-    """Interest per slot as points on a thin line, a smoothed line on top; gaps break both."""
-    ax.set_title(f"Interest ratio per {slot_name(session)}")
+    """Interest per window as points on a thin line, a smoothed line on top; gaps break both."""
+    ax.set_title(f"Interest ratio per {window_label(session)}")
     ax.set_ylabel("interested faces (%)")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", color="#eeeeee")
@@ -111,7 +111,7 @@ def draw_interest(ax, session, interested=DEFAULT_INTERESTED, tz=UTC):
     # Averaging across a gap is fine, but drawing a value inside one would claim data that was never sent.
     smoothed = [_nan(s) * 100 if r is not None else math.nan for s, r in zip(smooth(ratios), ratios, strict=True)]
     ax.plot(times, percent, color=INTERESTED_COLOR, linewidth=0.8, marker="o", markersize=3, alpha=0.6,
-            label=f"per {slot_name(session)}")
+            label=f"per {window_label(session)}")
     ax.plot(times, smoothed, color=SMOOTHED_COLOR, linewidth=2.2, label="smoothed (5-slot average)")
     _shade_gaps(ax, session)
     _time_axis(ax, session, tz)
@@ -119,8 +119,8 @@ def draw_interest(ax, session, interested=DEFAULT_INTERESTED, tz=UTC):
 
 
 def draw_shares(ax, session, tz=UTC):
-    """Stacked bars of each emotion's share per slot; gaps stay empty."""
-    ax.set_title(f"Emotion shares per {slot_name(session)}")
+    """Stacked bars of each emotion's share per window; gaps stay empty."""
+    ax.set_title(f"Emotion shares per {window_label(session)}")
     ax.set_ylabel("share of faces")
     ax.set_ylim(0, 1)
     minutes = session.minutes
@@ -159,7 +159,7 @@ def session_figures(session, interested=DEFAULT_INTERESTED, tz=UTC):
     return [
         ("room", f"{session.site}/{session.room}"),
         ("when", session_span(session, tz)),
-        (f"{slot_name(session)}s", f"{session.slots} ({with_data} with data, {session.slots - with_data} gaps)"),
+        (f"{window_label(session)}s", f"{session.slots} ({with_data} with data, {session.slots - with_data} gaps)"),
         ("faces counted", f"{sum(totals.values()):,}"),
         ("interest", "no data" if ratio is None else f"{ratio:.0%}"),
         ("interested", ", ".join(interested)),

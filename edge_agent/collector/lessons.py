@@ -57,7 +57,7 @@ def slot_of(start: float, tz) -> tuple[int, int]:
     return local.weekday(), local.hour
 
 
-def slot_name(slot: tuple[int, int]) -> str:
+def weekly_slot_label(slot: tuple[int, int]) -> str:
     return f"{WEEKDAYS[slot[0]]} {slot[1]:02d}:00"
 
 
@@ -69,7 +69,7 @@ def week_of(start: float, tz) -> str:
 
 def mean_interest(lessons, interested=DEFAULT_INTERESTED) -> float | None:
     """The lessons' interest taken together (every face counted once), None without faces."""
-    totals = {}
+    totals: dict[str, int] = {}
     for lesson in lessons:
         for label, count in lesson.totals.items():
             totals[label] = totals.get(label, 0) + count

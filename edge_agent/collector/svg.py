@@ -16,7 +16,7 @@ from html import escape
 
 from ..common.charts import EMOTION_COLORS, INTERESTED_COLOR, NOT_INTERESTED_COLOR
 from ..common.contract import DEFAULT_INTERESTED, EMOTIONS
-from .charts import GAP_COLOR, NO_DATA, SMOOTHED_COLOR, gap_spans, interest_points, slot_name
+from .charts import GAP_COLOR, NO_DATA, SMOOTHED_COLOR, gap_spans, interest_points, window_label
 from .sessions import smooth
 
 FONT = 'font-family="system-ui,sans-serif" font-size="12"'
@@ -202,7 +202,7 @@ def _session_frame(session, width, height, top=34, bottom=40):
 
 def interest_svg(session, interested=DEFAULT_INTERESTED, tz=dt.UTC, low=None, description=""):
     """Interest per minute (dots on a thin line), its 5-minute average, gaps shaded, ``low`` outlined."""
-    name = slot_name(session)
+    name = window_label(session)
     drawing = Drawing(760, 250, f"Interest ratio per {name}", description)
     frame = _session_frame(session, 760, 250, top=50)
     _shade(drawing, frame, gap_spans(session))
@@ -235,7 +235,7 @@ def interest_svg(session, interested=DEFAULT_INTERESTED, tz=dt.UTC, low=None, de
 
 def shares_svg(session, tz=dt.UTC, description=""):
     """Each emotion's share of the faces per minute as stacked bars; gaps stay empty and shaded."""
-    name = slot_name(session)
+    name = window_label(session)
     drawing = Drawing(760, 250, f"Emotion shares per {name}", description)
     frame = _session_frame(session, 760, 250, top=50)
     _shade(drawing, frame, gap_spans(session))

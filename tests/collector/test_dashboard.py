@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import insert
 
 from edge_agent.collector import dashboard as dashboard_module
-from edge_agent.collector.dashboard import Dashboard, DashboardError, file_name
+from edge_agent.collector.dashboard import Dashboard, DashboardError
 from edge_agent.collector.fleet import Thresholds
+from edge_agent.collector.pages import file_name
 from edge_agent.collector.store import Store, devices_table, windows_table
 from edge_agent.common.contract import EMOTIONS, StatsPayload, StatusPayload, format_utc
 from support.windows import T0, lesson, window

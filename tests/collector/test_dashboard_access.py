@@ -12,7 +12,9 @@ from sqlalchemy import insert
 from test_dashboard import parsed, status
 
 from edge_agent.collector.config import parse_collector_config
-from edge_agent.collector.dashboard import Dashboard, file_name, room_matches
+from edge_agent.collector.dashboard import Dashboard
+from edge_agent.collector.index_pages import room_matches
+from edge_agent.collector.pages import file_name
 from edge_agent.collector.store import windows_table
 from edge_agent.common.config import ConfigError
 from edge_agent.common.contract import EMOTIONS
