@@ -46,9 +46,10 @@ setup(
         # The tests exercise both sides. Selenium drives Debian's chromium through its chromedriver
         # (scripts/setup.sh installs both); ansible brings community.crypto and community.docker,
         # which the deployment test uses, and bcrypt hashes the dashboard's passwords on the control
-        # node as the collector role does; ruff is the lint .ci/run runs.
+        # node as the collector role does; ruff is the lint .ci/run runs, and mypy (with the stubs of
+        # PyYAML and tqdm) its type check: within one major version, whose defaults the code is checked to.
         "test": ["pytest>=7", "hypothesis>=6", "selenium>=4.11", "ansible>=12", "ansible-lint>=25", "bcrypt>=4",
-                 "ruff>=0.6", *requirements("collector")],
+                 "ruff>=0.6", "mypy>=2.4,<3", "types-PyYAML>=6", "types-tqdm>=4.62", *requirements("collector")],
     },
     entry_points={"console_scripts": ["edge-agent=edge_agent.agent.cli:main"]},
 )

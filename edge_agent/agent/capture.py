@@ -78,6 +78,8 @@ class FrameSource(ABC):
 
     def retrieve(self) -> Frame:
         """The frame the last grab() advanced to."""
+        if self._grabbed is None:
+            raise CaptureError(f"{self.name}: retrieve() called with no frame grabbed")
         return self._grabbed
 
     def __enter__(self):

@@ -97,7 +97,7 @@ class StampClock:
         self._wall, self._monotonic = wall, monotonic
         self.step_s = step_s
         self.ahead_s = 0.0            # how far the stamps run ahead of the system clock
-        self._last = None             # (wall, monotonic) at the last reading
+        self._last: tuple[float, float] | None = None  # (wall, monotonic) at the last reading
 
     def start(self, floor: float | None, length_s: int) -> None:
         """Stamp from now on; an outbox whose last window ends more than a window ahead begins there."""
@@ -148,7 +148,7 @@ class AgentClock:
         self.check_every_s = check_every_s
         self.stamps = StampClock(wall, monotonic)
         self.synced = False
-        self.answer = None            # the sync check's last answer: True, False or None (cannot tell)
+        self.answer: bool | None = None  # the sync check's last answer: True, False or None (cannot tell)
         self.waiting_since = monotonic()
         self._next_check = self.waiting_since
 

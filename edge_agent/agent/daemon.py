@@ -35,7 +35,7 @@ from .lock import OutboxLock
 from .outbox import Outbox, OutboxError
 from .pipeline import FramePipeline
 from .publisher import Publisher
-from .tally import WindowTally
+from .tally import Window, WindowTally
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Agent:
         self.clock = clock or AgentClock(require_sync=config.clock.require_sync, length_s=config.window.length_s,
                                          floor=self.tally.floor)
         self._clock_condition = None  # what the status says about the clock
-        self.held = deque()           # closed windows the outbox could not take yet, oldest first
+        self.held: deque[Window] = deque()  # closed windows the outbox could not take yet, oldest first
         self.held_dropped = 0         # held windows pushed out by newer ones since the last good write
         self.storage_error = None     # the OutboxError of the write that failed, until one works
         self._next_storage_try = 0.0

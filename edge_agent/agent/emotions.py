@@ -4,6 +4,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -99,7 +100,8 @@ class EmotionClassifier:
         self.sha256 = hashlib.sha256(self._content).hexdigest()
         self.num_threads = num_threads
         self._interpreter_cls, self.runtime = interpreter_class()
-        self._interpreters = {}
+        # Per batch size: the interpreter (the runtime's class, untyped) and its input and output indices.
+        self._interpreters: dict[int, tuple[Any, int, int]] = {}
         first = self._interpreter(1)[0]
         self._check_signature(first)
         inp = first.get_input_details()[0]

@@ -31,13 +31,17 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, Self, TypeVar
 
 from ..common.contract import format_utc
 from ..common.errors import EdgeAgentError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 DEFAULT_MAX_AGE_S = 168 * 3600
@@ -83,7 +87,7 @@ class OutboxError(EdgeAgentError):
     ``reason`` is the why alone (SQLite's words), short enough for a status line.
     """
 
-    def __init__(self, message, reason=None):
+    def __init__(self, message: str, reason: str | None = None):
         super().__init__(message)
         self.reason = reason or message
 
@@ -103,12 +107,21 @@ class Pending:
     window_start: int  # epoch seconds
 
 
-def _primary_code(exc):
-    code = getattr(exc, "sqlite_errorcode", None)
+class Storable(Protocol):
+    """What append()'s ``build`` returns: an EmotionsPayload, or a test's stand-in."""
+
+    @property
+    def start_epoch(self) -> int: ...
+
+    def to_json(self) -> bytes: ...
+
+
+def _primary_code(exc: BaseException | None) -> int | None:
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
     return None if code is None else code & 0xFF
 
 
-def _fsync_dir(directory):
+def _fsync_dir(directory: Path) -> None:
     # A new or renamed file survives a power cut only once its directory entry is on disk.
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -128,7 +141,8 @@ class Outbox:
     ``clock`` returns epoch seconds; it is injectable so expiry can be tested.
     """
 
-    def __init__(self, path, *, max_age_s=DEFAULT_MAX_AGE_S, clock=time.time, read_only=False):
+    def __init__(self, path: str | Path, *, max_age_s: float = DEFAULT_MAX_AGE_S,
+                 clock: Callable[[], float] = time.time, read_only: bool = False):
         if not max_age_s > 0:
             raise ValueError(f"max_age_s must be positive, not {max_age_s!r}")
         self.path = Path(path)
@@ -138,9 +152,9 @@ class Outbox:
         # The MQTT thread removes rows while the main loop appends: one connection,
         # used by one thread at a time.
         self._lock = threading.Lock()
-        self._db = None
+        self._db: sqlite3.Connection | None = None
         # Acknowledged rows the disk would not let us delete: never sent again, deleted later.
-        self._unremoved = set()
+        self._unremoved: set[int] = set()
         if read_only:
             self._db = self._open_read_only()
             return
@@ -157,8 +171,9 @@ class Outbox:
 
     # -- opening --------------------------------------------------------------------------
 
-    def _unwritable(self, reason, exc=None):
-        hint = _STORAGE_HINTS.get(_primary_code(exc))
+    def _unwritable(self, reason: str, exc: BaseException | None = None) -> OutboxError:
+        code = _primary_code(exc)
+        hint = None if code is None else _STORAGE_HINTS.get(code)
         try:
             free = shutil.disk_usage(self.path.parent).free
         except OSError:
@@ -168,7 +183,7 @@ class Outbox:
             hint = f"the disk holding it is full ({free // 1024} KiB free): free space on it"
         return OutboxError(f"outbox {self.path} cannot be written: {reason}" + (f" ({hint})" if hint else ""), reason)
 
-    def _prepare_file(self):
+    def _prepare_file(self) -> None:
         """Create the directory and the file, so an unwritable place fails with the OS's own reason."""
         parent = self.path.parent
         try:
@@ -191,7 +206,7 @@ class Outbox:
         if not os.access(parent, os.W_OK | os.X_OK):
             raise self._unwritable(f"its directory {parent} is not writable (SQLite needs it for the -wal file)")
 
-    def _open(self):
+    def _open(self) -> sqlite3.Connection:
         self._check()
         try:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
@@ -216,7 +231,7 @@ class Outbox:
             raise
         return db
 
-    def _open_read_only(self):
+    def _open_read_only(self) -> sqlite3.Connection:
         """A connection that never writes, for looking at the queue beside a running agent."""
         if not self.path.is_file():
             raise OutboxError(f"outbox {self.path} does not exist (the agent has not stored a window yet)")
@@ -229,7 +244,7 @@ class Outbox:
             raise OutboxError(f"outbox {self.path} cannot be read: {exc}") from None
         return db
 
-    def _uri(self, mode):
+    def _uri(self, mode: str) -> str:
         uri = "file:" + urllib.parse.quote(str(self.path)) + f"?mode={mode}"
         # A WAL database closed cleanly has no -shm, and SQLite cannot make one on a read-only
         # filesystem; nothing can change the file there either, so it may be read as immutable.
@@ -239,7 +254,7 @@ class Outbox:
             read_only_fs = False
         return uri + "&immutable=1" if read_only_fs else uri
 
-    def _check(self):
+    def _check(self) -> None:
         """Raise _Corrupt unless the file is a sound outbox (or empty, for a new one)."""
         # Read-only: the last read-write connection to close checkpoints the -wal into the
         # file and deletes it, which would alter a damaged file before it is moved aside.
@@ -271,7 +286,7 @@ class Outbox:
         finally:
             db.close()
 
-    def _migrate(self, db):
+    def _migrate(self, db: sqlite3.Connection) -> None:
         if self._is_current(db):
             # Nothing to write, so an outbox on a disk that has since filled still opens,
             # and the windows it holds still go out.
@@ -294,7 +309,7 @@ class Outbox:
             raise
 
     @staticmethod
-    def _is_current(db):
+    def _is_current(db: sqlite3.Connection) -> bool:
         if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             return False
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -307,7 +322,7 @@ class Outbox:
                                AND value <= (SELECT MAX(seq) FROM windows)""").fetchone()[0]
         return not behind
 
-    def _move_aside(self, reason):
+    def _move_aside(self, reason: str) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         n = 1
@@ -334,12 +349,12 @@ class Outbox:
 
     # -- use --------------------------------------------------------------------------------
 
-    def _conn(self):
+    def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise OutboxError(f"outbox {self.path} is closed")
         return self._db
 
-    def _write(self, work):
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(db)`` in one IMMEDIATE transaction; SQLite failures become OutboxError.
 
         Rows whose delete failed earlier are deleted in the same transaction.
@@ -364,30 +379,31 @@ class Outbox:
             self._unremoved.clear()
             return result
 
-    def _read(self, sql, params=()):
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
         with self._lock:
             try:
                 return self._conn().execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox {self.path} cannot be read: {exc}") from None
 
-    def append(self, topic, build):
+    def append(self, topic: str, build: Callable[[int], Storable]) -> Pending:
         """Store one window; ``build(seq)`` returns its payload (``.to_json()``, ``.start_epoch``).
 
         The seq is taken, the payload built and stored, and the counter bumped in one
         transaction, so a crash at any point leaves neither a gap nor a duplicate. If
         ``build`` raises, nothing is stored and the seq is not used.
         """
-        def work(db):
-            seq = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]
+        def work(db: sqlite3.Connection) -> Pending:
+            seq: int = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]
             payload = build(seq)
-            if getattr(payload, "seq", seq) != seq:
-                raise ValueError(f"build({seq}) returned a payload with seq {payload.seq}")
+            if (built_seq := getattr(payload, "seq", seq)) != seq:
+                raise ValueError(f"build({seq}) returned a payload with seq {built_seq}")
             body = payload.to_json()
             window_start = int(payload.start_epoch)
             row_id = db.execute(
                 "INSERT INTO windows (seq, window_start, topic, payload, stored_at) VALUES (?, ?, ?, ?, ?)",
                 (seq, window_start, topic, body, self._clock())).lastrowid
+            assert row_id is not None, "sqlite3 sets lastrowid after every INSERT"
             db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
             window_end = window_start + int(getattr(payload, "window_s", 0))
             db.execute("UPDATE meta SET value = MAX(value, ?) WHERE key = 'last_window_end'", (window_end,))
@@ -395,7 +411,7 @@ class Outbox:
 
         return self._write(work)
 
-    def pending(self, limit=100, exclude=()):
+    def pending(self, limit: int = 100, exclude: Iterable[int] = ()) -> list[Pending]:
         """Up to ``limit`` stored windows, oldest first, leaving out the ids in ``exclude`` (in flight)."""
         with self._lock:
             exclude = set(exclude) | self._unremoved
@@ -406,7 +422,7 @@ class Outbox:
         found = [Pending(row[0], row[1], bytes(row[2]), row[3], row[4]) for row in rows if row[0] not in exclude]
         return found[:limit]
 
-    def remove(self, row_id):
+    def remove(self, row_id: int) -> None:
         """Forget a window the broker acknowledged; an unknown id (already removed or dropped) is a no-op.
 
         Where the disk refuses the delete (full, read-only) the id is kept in memory instead:
@@ -421,63 +437,70 @@ class Outbox:
             if self._db is None:
                 raise
 
-    def count_dropped(self, count):
+    def count_dropped(self, count: int) -> None:
         """Add windows lost elsewhere (held in memory past its bound) to the persisted dropped total."""
         if count:
             self._write(lambda db: db.execute(
                 "UPDATE meta SET value = value + ? WHERE key = 'dropped_total'", (count,)))
 
-    def drop_expired(self):
+    def drop_expired(self) -> int:
         """Delete windows that started more than ``max_age_s`` before now; count and log them."""
         cutoff = self._clock() - self.max_age_s
 
-        def work(db):
+        def work(db: sqlite3.Connection) -> tuple[int, int, int, int] | None:
+            """``(count, oldest start, newest start, dropped in all)``, or None when none expired."""
             count, oldest, newest = db.execute(
                 "SELECT COUNT(*), MIN(window_start), MAX(window_start) FROM windows WHERE window_start < ?",
                 (cutoff,)).fetchone()
             if not count:
-                return 0, None, None, None
+                return None
             db.execute("DELETE FROM windows WHERE window_start < ?", (cutoff,))
             db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped_total'", (count,))
             total = db.execute("SELECT value FROM meta WHERE key = 'dropped_total'").fetchone()[0]
             return count, oldest, newest, total
 
-        count, oldest, newest, total = self._write(work)
-        if count:
-            log.warning("outbox %s: dropped %d unsent window(s) older than %g h (window_start %s to %s); "
-                        "%d dropped in all", self.path, count, self.max_age_s / 3600,
-                        format_utc(oldest), format_utc(newest), total)
+        dropped = self._write(work)
+        if dropped is None:
+            return 0
+        count, oldest, newest, total = dropped
+        log.warning("outbox %s: dropped %d unsent window(s) older than %g h (window_start %s to %s); "
+                    "%d dropped in all", self.path, count, self.max_age_s / 3600,
+                    format_utc(oldest), format_utc(newest), total)
         return count
 
     @property
-    def depth(self):
+    def depth(self) -> int:
         """Windows waiting for the broker."""
-        return self._read("SELECT COUNT(*) FROM windows")[0][0] - len(self._unremoved)
+        stored: int = self._read("SELECT COUNT(*) FROM windows")[0][0]
+        return stored - len(self._unremoved)
 
     @property
-    def dropped_total(self):
+    def dropped_total(self) -> int:
         """Windows dropped for age since this outbox file was created."""
-        return self._read("SELECT value FROM meta WHERE key = 'dropped_total'")[0][0]
+        total: int = self._read("SELECT value FROM meta WHERE key = 'dropped_total'")[0][0]
+        return total
 
     @property
-    def last_window_end(self):
+    def last_window_end(self) -> int | None:
         """End (epoch seconds) of the latest window ever stored, or None: no window may start before it."""
-        return self._read("SELECT value FROM meta WHERE key = 'last_window_end'")[0][0] or None
+        end: int = self._read("SELECT value FROM meta WHERE key = 'last_window_end'")[0][0]
+        return end or None
 
     @property
-    def next_seq(self):
+    def next_seq(self) -> int:
         """The seq the next append() will use."""
-        return self._read("SELECT value FROM meta WHERE key = 'next_seq'")[0][0]
+        seq: int = self._read("SELECT value FROM meta WHERE key = 'next_seq'")[0][0]
+        return seq
 
-    def close(self):
+    def close(self) -> None:
         """Close the file; calling it again does nothing."""
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

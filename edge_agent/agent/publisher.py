@@ -34,12 +34,18 @@ Protocol choices, and why:
 import logging
 import threading
 import time
+from collections.abc import Callable
 
+from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessageInfo
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
-from ..common.contract import StatsPayload, StatusPayload, format_utc, topic
+from ..common.config import BrokerConfig
+from ..common.contract import State, StatsPayload, StatusPayload, format_utc, topic
 from ..common.errors import EdgeAgentError
 from ..common.mqtt import configure_tls, connect_options, describe_socket_error, new_client, refusal_text
+from .outbox import Outbox, Pending
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +67,8 @@ class Publisher:
     up or goes away. All methods are thread-safe.
     """
 
-    def __init__(self, mqtt_config, *, device, site, room, outbox, version="", on_connection=None, max_inflight=20):
+    def __init__(self, mqtt_config: BrokerConfig, *, device: str, site: str, room: str, outbox: Outbox,
+                 version: str = "", on_connection: Callable[[bool], None] | None = None, max_inflight: int = 20):
         if max_inflight < 1:
             raise ValueError(f"max_inflight must be at least 1, not {max_inflight!r}")
         self.config = mqtt_config
@@ -80,33 +87,36 @@ class Publisher:
         self._connection = 0          # rises on every connect and disconnect
         self._connected = False
         self._connected_at = 0.0
-        self._inflight = {}           # (connection, mid) -> Pending, windows awaiting their PUBACK
-        self._acks = []               # (connection, mid, reason code) from on_publish, for the sender
-        self._status_mids = {}        # (connection, mid) -> state, to report a refused status
+        # (connection, mid) -> Pending, windows awaiting their PUBACK
+        self._inflight: dict[tuple[int, int], Pending] = {}
+        # (connection, mid, reason code) from on_publish, for the sender
+        self._acks: list[tuple[int, int, ReasonCode]] = []
+        # (connection, mid) -> state, to report a refused status
+        self._status_mids: dict[tuple[int, int], State] = {}
         # _status_lock orders status publishes, so the last one sent carries the latest camera state.
         self._status_lock = threading.Lock()
-        self._camera = None
-        self._camera_reason = None
-        self._conditions = {}         # clock / outbox problems for the status, while there are any
+        self._camera: str | None = None
+        self._camera_reason: str | None = None
+        self._conditions: dict[str, str] = {}  # clock / outbox problems for the status, while there are any
 
         self._wake = threading.Event()
         self._halt = False            # the sender thread ends
         self._closing = False         # stop() has begun: no more windows, no more "online"
-        self._started = False
-        self._sender = None
+        self._sender: threading.Thread | None = None  # started by start()
         self._hold_until = 0.0        # windows wait after the broker refused one
         self._refusal_delay = 0.0
-        self._last_logged = None      # the last problem logged as a warning
+        self._last_logged: str | None = None  # the last problem logged as a warning
         self._announce = True         # log the next successful connect at INFO
-        self._password = None
-        self.last_error = None
+        self._password: str | None = None
+        self.last_error: str | None = None
 
         # Validate our own payloads now, not in the network thread: the Last Will, for one.
         will = StatusPayload(state="offline", device=device).to_json()
         self._status_payload("online")
         self._client = new_client(mqtt_config, device, reconnect_on_failure=True)
         self._client.will_set(self.status_topic, will, qos=1, retain=True)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=mqtt_config.reconnect_max_s)
+        # paho hints max_delay as int but only compares and sleeps with it: a fractional limit works as set.
+        self._client.reconnect_delay_set(min_delay=1, max_delay=mqtt_config.reconnect_max_s)  # type: ignore[arg-type]
         self._client.max_inflight_messages_set(max_inflight + _PAHO_INFLIGHT_SPARE)
         configure_tls(self._client, mqtt_config)
         self._client.on_pre_connect = self._on_pre_connect
@@ -118,30 +128,29 @@ class Publisher:
     # -- public ------------------------------------------------------------------------------
 
     @property
-    def connected(self):
+    def connected(self) -> bool:
         with self._lock:
             return self._connected
 
     @property
-    def inflight(self):
+    def inflight(self) -> int:
         """Windows sent on the current connection and not yet acknowledged."""
         with self._lock:
             return sum(1 for key in self._inflight if key[0] == self._connection)
 
-    def start(self):
+    def start(self) -> None:
         """Connect in the background; an unreachable broker is retried, and windows wait in the outbox."""
-        if self._started:
+        if self._sender is not None:
             return
-        self._started = True
         self._sender = threading.Thread(target=self._run_sender, name="mqtt-sender", daemon=True)
         self._sender.start()
         self._client.connect_async(self.config.host, self.config.port,
                                    **connect_options(self.config, clean_start=True))
         self._client.loop_start()
 
-    def stop(self, timeout=5):
+    def stop(self, timeout: float = 5) -> None:
         """Publish ``stopped`` (retained) and wait for its PUBACK, then disconnect cleanly: no Last Will."""
-        if not self._started or self._halt:
+        if self._sender is None or self._halt:
             return
         deadline = time.monotonic() + timeout
         self._closing = True
@@ -162,11 +171,11 @@ class Publisher:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def kick(self):
+    def kick(self) -> None:
         """New rows in the outbox: send them now."""
         self._wake.set()
 
-    def set_camera_state(self, camera, reason=None):
+    def set_camera_state(self, camera: str | None, reason: str | None = None) -> None:
         """Republish the retained status with the camera state when it changes."""
         camera = None if camera is None else str(camera)[:32]
         reason = None if reason is None else str(reason)[:500]
@@ -177,7 +186,7 @@ class Publisher:
         if self.connected:
             self._publish_status("online")
 
-    def set_condition(self, name, text):
+    def set_condition(self, name: str, text: str | None) -> None:
         """Republish the retained status when a problem (``clock`` or ``outbox``; None: gone) changes."""
         limit = {"clock": 64, "outbox": 200}[name]
         with self._status_lock:
@@ -192,7 +201,7 @@ class Publisher:
         if self.connected:
             self._publish_status("online")
 
-    def publish_stats(self, stats_payload):
+    def publish_stats(self, stats_payload: StatsPayload) -> bool:
         """Send health figures with QoS 0, not retained; dropped (False) while offline."""
         if not isinstance(stats_payload, StatsPayload):
             raise TypeError(f"publish_stats takes a StatsPayload, not {type(stats_payload).__name__}")
@@ -205,11 +214,11 @@ class Publisher:
 
     # -- status --------------------------------------------------------------------------------
 
-    def _status_payload(self, state):
+    def _status_payload(self, state: State) -> bytes:
         return StatusPayload(state=state, device=self.device, t=format_utc(time.time()), camera=self._camera,
                              reason=self._camera_reason, version=self.version, **self._conditions).to_json()
 
-    def _publish_status(self, state):
+    def _publish_status(self, state: State) -> MQTTMessageInfo | None:
         with self._status_lock:
             if self._closing and state != "stopped":
                 return None
@@ -222,7 +231,7 @@ class Publisher:
 
     # -- paho callbacks (network thread); they must not raise --------------------------------
 
-    def _problem(self, text):
+    def _problem(self, text: str) -> None:
         """Log a connection problem once, however often it repeats; the last one stays in last_error."""
         self.last_error = text
         if text != self._last_logged:
@@ -232,14 +241,14 @@ class Publisher:
         else:
             log.debug("%s", text)
 
-    def _notify(self, connected):
+    def _notify(self, connected: bool) -> None:
         if self._on_connection is not None:
             try:
                 self._on_connection(connected)
             except Exception:
                 log.exception("on_connection callback failed")
 
-    def _on_pre_connect(self, client, userdata):
+    def _on_pre_connect(self, client: Client, userdata: object) -> None:
         # Read at every attempt, so a rotated password file is picked up without a restart.
         try:
             password = self.config.password()
@@ -254,12 +263,13 @@ class Publisher:
         except Exception:
             log.exception("cannot set the MQTT credentials")
 
-    def _on_connect_fail(self, client, userdata):
+    def _on_connect_fail(self, client: Client, userdata: object) -> None:
         reason = describe_socket_error(getattr(client, "last_socket_error", None))
         self._problem(f"cannot connect to broker {self.where}: {reason}; retrying, at most "
                       f"{self.config.reconnect_max_s:g} s apart")
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
+    def _on_connect(self, client: Client, userdata: object, flags: ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         try:
             if reason_code.is_failure:
                 self._problem(refusal_text(self.config, reason_code) +
@@ -286,7 +296,8 @@ class Publisher:
         except Exception:
             log.exception("on_connect failed")
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+    def _on_disconnect(self, client: Client, userdata: object, flags: DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
         try:
             with self._lock:
                 was_connected = self._connected
@@ -307,14 +318,15 @@ class Publisher:
         except Exception:
             log.exception("on_disconnect failed")
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
+    def _on_publish(self, client: Client, userdata: object, mid: int, reason_code: ReasonCode,
+                    properties: Properties) -> None:
         with self._lock:
             self._acks.append((self._connection, mid, reason_code))
         self._wake.set()
 
     # -- sender thread ------------------------------------------------------------------------
 
-    def _run_sender(self):
+    def _run_sender(self) -> None:
         failure = None
         while not self._halt:
             self._wake.wait(self._next_wait())
@@ -333,13 +345,14 @@ class Publisher:
                     log.exception("sending the outbox failed; retrying")
                 self._wake.wait(1.0)
 
-    def _next_wait(self):
+    def _next_wait(self) -> float:
         hold = self._hold_until - time.monotonic()
         return min(_IDLE_S, hold) if hold > 0 else _IDLE_S
 
-    def _settle_acks(self):
+    def _settle_acks(self) -> None:
         """Remove acknowledged windows from the outbox; keep refused ones."""
-        done, refused_status = [], []
+        done: list[tuple[Pending, ReasonCode]] = []
+        refused_status: list[tuple[State, ReasonCode]] = []
         with self._lock:
             acks, self._acks = self._acks, []
             for connection, mid, reason in acks:
@@ -362,7 +375,7 @@ class Publisher:
             self._problem(f"broker {self.where} refused the '{state}' status on {self.status_topic}: "
                           f"{str(reason).lower()} — check the broker's ACL")
 
-    def _refused(self, pending, reason):
+    def _refused(self, pending: Pending, reason: ReasonCode) -> None:
         # The window stays in the outbox. Wait before trying again (doubling up to
         # reconnect_max_s), then send one window at a time until the broker takes one.
         self._refusal_delay = min(max(1.0, self._refusal_delay * 2), self.config.reconnect_max_s)
@@ -370,7 +383,7 @@ class Publisher:
         self._problem(f"broker {self.where} refused window seq {pending.seq} on {pending.topic}: "
                       f"{str(reason).lower()} — check the broker's ACL; the window stays in the outbox")
 
-    def _send_some(self):
+    def _send_some(self) -> None:
         if time.monotonic() < self._hold_until:
             return
         with self._lock:

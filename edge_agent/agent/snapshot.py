@@ -28,7 +28,7 @@ from ..common.charts import EMOTION_COLORS
 from ..common.errors import EdgeAgentError
 from .faces import CASCADE_WINDOW, FaceDetector
 from .pipeline import FramePipeline, FrameResult, search_state_path
-from .search import Band, read_state
+from .search import Band, LearnedSearch, read_state
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Cyan: no emotion's colour, so a band is never mistaken for a face's box.
@@ -136,7 +136,9 @@ def search_bands(config, pipeline: FramePipeline, width: int, height: int) -> tu
     if search.mode == "whole":
         return (), "every frame searched whole"
     if search.mode == "bands":
-        bands = pipeline.finder.plan.bands
+        # Hand-set bands make the finder a LearnedSearch, planned at the frame the pipeline processed.
+        finder = pipeline.finder
+        bands = finder.plan.bands if isinstance(finder, LearnedSearch) and finder.plan is not None else ()
         return bands, f"{len(bands)} hand-set band(s)"
     path = search_state_path(config)
     try:

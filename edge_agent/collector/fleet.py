@@ -73,11 +73,11 @@ class Health:
         return self.stats.camera if self.stats and self.stats.camera else self.device.camera
 
 
-def _dropped(fleet: FleetStats) -> int | None:
-    latest = fleet.latest.dropped_windows
+def _dropped(stats: Stats, before: int | None) -> int | None:
+    """Windows dropped since the count ``before`` (a day ago)."""
+    latest = stats.dropped_windows
     if latest is None:
         return None
-    before = fleet.dropped_before
     # A smaller count than a day ago: the outbox was replaced, and counts from zero again.
     return latest if before is None or latest < before else latest - before
 
@@ -92,8 +92,10 @@ def assess(device: Device, fleet: FleetStats | None, now: float, limits: Thresho
         problems.append("not heard from" if heard is None else f"not heard from for {_ago(now - heard)}")
     latest = fleet.latest if fleet else None
     current = latest if latest is not None and now - latest.at <= limits.silent_after_s else None
+    # The trend figures are read beside current stats only.
+    outbox_before = fleet.outbox_before if fleet and current else None
     target = limits.fps_target(device.device)
-    dropped = _dropped(fleet) if current else None
+    dropped = _dropped(current, fleet.dropped_before) if fleet and current else None
     implausible = tuple(f"{name} {value:g}" for name in PLAUSIBLE
                         if current and not plausible(name, value := getattr(current, name)))
     camera = current.camera if current and current.camera else device.camera
@@ -102,9 +104,9 @@ def assess(device: Device, fleet: FleetStats | None, now: float, limits: Thresho
     if current:
         if current.outbox_failing:
             problems.append("outbox cannot be written")
-        elif (current.outbox_depth or 0) >= OUTBOX_GROWING_MIN and fleet.outbox_before is not None \
-                and current.outbox_depth > fleet.outbox_before:
-            problems.append(f"outbox growing ({current.outbox_depth} waiting)")
+        elif (depth := current.outbox_depth or 0) >= OUTBOX_GROWING_MIN and outbox_before is not None \
+                and depth > outbox_before:
+            problems.append(f"outbox growing ({depth} waiting)")
         if dropped:
             problems.append(f"{dropped} window{'s' if dropped > 1 else ''} dropped in 24 h")
         if current.cpu_temp_c is not None and plausible("cpu_temp_c", current.cpu_temp_c) \
@@ -114,8 +116,7 @@ def assess(device: Device, fleet: FleetStats | None, now: float, limits: Thresho
             problems.append(f"{current.fps:.2g} fps, below {target:g}")
         if implausible:
             problems.append("implausible " + ", ".join(implausible))
-    return Health(device, current, latest, target, dropped, tuple(problems), implausible,
-                  fleet.outbox_before if current else None)
+    return Health(device, current, latest, target, dropped, tuple(problems), implausible, outbox_before)
 
 
 def fleet_health(devices, fleet_stats: dict, now: float, limits: Thresholds) -> list[Health]:

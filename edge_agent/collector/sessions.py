@@ -63,7 +63,8 @@ class Session:
 
 def split_minutes(site: str, room: str, minutes: list[Minute], gap_s: float = DEFAULT_GAP_S) -> list[Session]:
     """The room's lessons in time order; a gap longer than ``gap_s`` between two minutes ends one."""
-    sessions, current = [], []
+    sessions: list[Session] = []
+    current: list[Minute] = []
     for minute in minutes:
         if current and minute.start - current[-1].end > gap_s:
             sessions.append(_session(site, room, current))
@@ -78,8 +79,8 @@ def _session(site, room, minutes):
     return Session(site, room, minutes[0].start, max(m.end for m in minutes), minutes)
 
 
-def interest_series(session: Session, interested=DEFAULT_INTERESTED) -> list[tuple[int, float]]:
-    """``(start, ratio)`` per minute with faces."""
+def interest_series(session: Session, interested=DEFAULT_INTERESTED) -> list[tuple[int, float | None]]:
+    """``(start, ratio)`` per minute; the ratio is None for a minute without faces."""
     return [(m.start, interest_ratio(m.counts, interested)) for m in session.minutes]
 
 

@@ -19,6 +19,7 @@ server that publishes the dashboard has no business reading them.
 import itertools
 import os
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,8 @@ class Store:
         self._password = parsed.password
         self.dialect = parsed.get_backend_name()
         self._sqlite_path = None
+        # Both dialects' inserts have on_conflict_do_nothing/_update, which the shared ``insert`` lacks.
+        self._insert: Callable[[Table], sqlite.Insert | postgresql.Insert]
         if self.dialect == "sqlite":
             self._insert = sqlite.insert
             self._prepare_sqlite_file(parsed.database)
@@ -342,7 +345,7 @@ class Store:
         table = windows_table
         # Grouped here, not in SQL: SQLite would group along windows_by_room, reading every window.
         query = select(table.c.site, table.c.room, table.c.window_start).where(table.c.received_at >= since)
-        changed = {}
+        changed: dict[tuple[str, str], int] = {}
         with self._guard("cannot read windows from"), self.engine.connect() as connection:
             for site, room, start in connection.execute(query):
                 changed[site, room] = min(start, changed.get((site, room), start))
@@ -413,7 +416,7 @@ class Store:
 
         Two messages of one device in the same second keep the first: the agent sends one a minute.
         """
-        rows = {}
+        rows: dict[str, dict[str, object]] = {}
         for device, payload in items:
             row = {"device": device, "at": int(received_at), "summary": False, "samples": 1,
                    "sent_at": parse_utc(payload.t)}

@@ -29,7 +29,8 @@ def is_loopback(bind: str) -> bool:
                                                                flags=socket.AI_PASSIVE)}
     except socket.gaierror as exc:
         raise EdgeAgentError(f"--bind {bind}: not an address of this host ({exc.strerror or exc})") from None
-    return all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
+    # TCP over IPv4 or IPv6: every sockaddr's host is a string (typeshed allows AF_CAN's int too).
+    return all(ipaddress.ip_address(str(address).split("%")[0]).is_loopback for address in addresses)
 
 
 def serve_directory(directory, bind, port, without_login=False):

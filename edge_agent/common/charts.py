@@ -6,8 +6,15 @@ given; this module imports no matplotlib (``pyplot`` does, when called), so impo
 nothing.
 """
 
+from collections.abc import Iterable, Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
 from .contract import DEFAULT_INTERESTED, EMOTIONS
 from .errors import EdgeAgentError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 # One colour per emotion, the same in every chart the product draws: Okabe and Ito's palette,
 # told apart with every common colour-vision deficiency (no red beside green).
@@ -18,7 +25,7 @@ EMOTION_COLORS = {
 INTERESTED_COLOR, NOT_INTERESTED_COLOR = "#009e73", "#c7c7c7"
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     """matplotlib's pyplot on the file-only backend: charts are files, drawn without a display."""
     try:
         import matplotlib
@@ -31,7 +38,7 @@ def pyplot():
     return plt
 
 
-def draw_interest_pie(ax, counts, interested=DEFAULT_INTERESTED):
+def draw_interest_pie(ax: "Axes", counts: Mapping[str, int], interested: Iterable[str] = DEFAULT_INTERESTED) -> None:
     """The interested / not interested split of ``counts`` as a pie (no faces: a note instead)."""
     yes = sum(counts[label] for label in interested)
     no = sum(counts.values()) - yes
@@ -45,7 +52,8 @@ def draw_interest_pie(ax, counts, interested=DEFAULT_INTERESTED):
     ax.axis("equal")
 
 
-def draw_stacked_shares(ax, positions, counts, width, **bar_options):
+def draw_stacked_shares(ax: "Axes", positions: Sequence[float], counts: Sequence[Mapping[str, int]], width: float,
+                        **bar_options: Any) -> None:
     """One bar per position, stacked from each emotion's share of that position's ``counts`` (no faces: empty)."""
     bottoms = [0.0] * len(counts)
     for label in EMOTIONS:

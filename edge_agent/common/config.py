@@ -7,8 +7,9 @@ never a default used in silence. Relative paths are relative to the config file.
 """
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,7 +18,7 @@ from .contract import DEFAULT_PREFIX, Name
 from .errors import EdgeAgentError
 
 
-def _existing_file(path):
+def _existing_file(path: Path) -> Path:
     if not path.is_file():
         raise ValueError(f"file {path} does not exist" if not path.exists() else f"{path} is not a file")
     return path
@@ -41,7 +42,7 @@ class TLSConfig(Section):
     key: ExistingFile | None = Field(None, title="Client key (with cert)")
 
     @model_validator(mode="after")
-    def _cert_with_key(self):
+    def _cert_with_key(self) -> Self:
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key go together")
         return self
@@ -65,17 +66,17 @@ class BrokerConfig(Section):
 
     @field_validator("protocol", mode="before")
     @classmethod
-    def _version_as_text(cls, value):
+    def _version_as_text(cls, value: object) -> object:
         # YAML reads `protocol: 5` as a number.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
-    def _one_password_source(self):
+    def _one_password_source(self) -> Self:
         if self.password_file and self.password_env:
             raise ValueError("give password_file or password_env, not both")
         return self
 
-    def password(self):
+    def password(self) -> str | None:
         """The broker password, read now so a rotated file is picked up on reconnect."""
         if self.password_env:
             value = os.environ.get(self.password_env)
@@ -106,11 +107,15 @@ BROKER_PATH_KEYS = (("mqtt", "password_file"), ("mqtt", "tls", "ca"), ("mqtt", "
                     ("mqtt", "tls", "key"))
 
 
-def _key_lines(node, path=(), lines=None, source="config"):
+KeyLines = dict[tuple[str, ...], int]
+
+
+def _key_lines(node: yaml.Node | None, path: tuple[str, ...] = (), lines: KeyLines | None = None,
+               source: str = "config") -> KeyLines:
     """Map each key path to its YAML line; refuse duplicate keys, which YAML would silently merge."""
     lines = {} if lines is None else lines
     if isinstance(node, yaml.MappingNode):
-        seen = set()
+        seen: set[str] = set()
         for key_node, value_node in node.value:
             key = key_node.value
             line = key_node.start_mark.line + 1
@@ -122,17 +127,17 @@ def _key_lines(node, path=(), lines=None, source="config"):
     return lines
 
 
-def resolve_path_keys(data, base, path_keys):
+def resolve_path_keys(data: dict[str, Any], base: Path, path_keys: Iterable[tuple[str, ...]]) -> None:
     """Make the file paths at ``path_keys`` relative to the config file's directory ``base``."""
     for keys in path_keys:
-        section = data
+        section: Any = data
         for key in keys[:-1]:
             section = section.get(key) if isinstance(section, dict) else None
         if isinstance(section, dict) and isinstance(section.get(keys[-1]), str):
             section[keys[-1]] = str(base / Path(section[keys[-1]]).expanduser())
 
 
-def _describe(exc, lines, source):
+def _describe(exc: ValidationError, lines: KeyLines, source: str) -> str:
     messages = []
     for error in exc.errors(include_url=False):
         loc = tuple(str(part) for part in error["loc"])
@@ -159,11 +164,11 @@ class ConfigFile(Section):
     PATH_KEYS: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     @classmethod
-    def resolve_paths(cls, data: dict, base: Path) -> None:
+    def resolve_paths(cls, data: dict[str, Any], base: Path) -> None:
         resolve_path_keys(data, base, cls.PATH_KEYS)
 
     @classmethod
-    def parse(cls, text: str, source: str = "config", base=None) -> Self:
+    def parse(cls, text: str, source: str = "config", base: str | Path | None = None) -> Self:
         """Validate YAML text; paths are resolved against ``base`` (the config file's directory)."""
         try:
             lines = _key_lines(yaml.compose(text) if text.strip() else None, source=source)
@@ -184,7 +189,7 @@ class ConfigFile(Section):
             raise ConfigError(_describe(exc, lines, source)) from None
 
     @classmethod
-    def load(cls, path=None) -> Self:
+    def load(cls, path: str | Path | None = None) -> Self:
         """The configuration in the file at ``path``, or every default when ``path`` is None."""
         if path is None:
             return cls()

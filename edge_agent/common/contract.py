@@ -10,7 +10,8 @@ collector's interpretation of them.
 
 import calendar
 import time
-from typing import Annotated, Literal
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
@@ -23,6 +24,7 @@ SCHEMA_VERSION = 1
 DEFAULT_PREFIX = "classroom"
 TOPIC_KINDS = ("emotions", "status", "stats")
 STATES = ("online", "offline", "stopped")
+State = Literal["online", "offline", "stopped"]
 
 # A window payload is about 400 bytes; anything far bigger is not ours.
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -48,7 +50,7 @@ Text = Annotated[str, Field(pattern=TEXT_PATTERN)]
 _NAME = TypeAdapter(Name)
 
 
-def interest_ratio(counts: dict[str, int], interested=DEFAULT_INTERESTED) -> float | None:
+def interest_ratio(counts: Mapping[str, int], interested: Iterable[str] = DEFAULT_INTERESTED) -> float | None:
     """Share of faces with an interested label, or None when there are no faces to judge."""
     total = sum(counts.values())
     return sum(counts[label] for label in interested) / total if total else None
@@ -82,18 +84,18 @@ class Counts(_Strict):
     surprise: Count
     neutral: Count
 
-    def total(self):
+    def total(self) -> int:
         return sum(self.as_dict().values())
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, int]:
         return {label: getattr(self, label) for label in EMOTIONS}
 
 
-def format_utc(epoch_seconds):
+def format_utc(epoch_seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_seconds))
 
 
-def parse_utc(text):
+def parse_utc(text: str) -> int:
     return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
 
 
@@ -118,14 +120,15 @@ class EmotionsPayload(_Strict):
 
     @field_validator("schema_version", mode="before")
     @classmethod
-    def _schema_is_a_whole_number(cls, value):
+    def _schema_is_a_whole_number(cls, value: object) -> object:
         # pydantic's literal check lets true and 1.0 through as 1, strict or not.
         if type(value) is not int:
             raise ValueError(f"Input should be {SCHEMA_VERSION}")
         return value
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self) -> Self:
+        start: int | None
         try:
             start = parse_utc(self.window_start)
         except ValueError:
@@ -146,17 +149,17 @@ class EmotionsPayload(_Strict):
         return self
 
     @property
-    def start_epoch(self):
+    def start_epoch(self) -> int:
         return parse_utc(self.window_start)
 
-    def to_json(self):
+    def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
 
 
 class StatusPayload(_Strict):
     """The retained liveness of a device; ``offline`` is its Last Will."""
 
-    state: Literal["online", "offline", "stopped"]
+    state: State
     device: Name
     t: Annotated[str, Field(pattern=ISO_MINUTE_PATTERN)] | None = None
     camera: Annotated[Text, Field(max_length=32)] | None = None
@@ -166,7 +169,7 @@ class StatusPayload(_Strict):
     clock: Annotated[Text, Field(max_length=64)] | None = None
     outbox: Annotated[Text, Field(max_length=200)] | None = None
 
-    def to_json(self):
+    def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
 
 
@@ -197,20 +200,22 @@ class StatsPayload(_Strict):
     clock_synced: bool | None = None
     clock_ahead_s: Gauge | None = None
 
-    def to_json(self):
+    def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
 
 
-PAYLOAD_TYPES = {"emotions": EmotionsPayload, "status": StatusPayload, "stats": StatsPayload}
+Payload = EmotionsPayload | StatusPayload | StatsPayload
+PAYLOAD_TYPES: dict[str, type[Payload]] = {"emotions": EmotionsPayload, "status": StatusPayload,
+                                           "stats": StatsPayload}
 
 
-def topic(prefix, site, room, device, kind):
+def topic(prefix: str, site: str, room: str, device: str, kind: str) -> str:
     if kind not in TOPIC_KINDS:
         raise ValueError(f"unknown topic kind {kind!r}")
     return f"{prefix}/{site}/{room}/{device}/{kind}"
 
 
-def parse_topic(name, prefix=DEFAULT_PREFIX):
+def parse_topic(name: str, prefix: str = DEFAULT_PREFIX) -> tuple[str, str, str, str]:
     """``(site, room, device, kind)`` of a contract topic, or MessageError."""
     parts = name.split("/")
     if len(parts) != 5 or parts[0] != prefix:
@@ -226,13 +231,14 @@ def parse_topic(name, prefix=DEFAULT_PREFIX):
     return site, room, device, kind
 
 
-def _first_error(exc):
+def _first_error(exc: ValidationError) -> str:
     error = exc.errors(include_url=False)[0]
     where = ".".join(str(part) for part in error["loc"])
     return f"{where}: {error['msg']}" if where else error["msg"]
 
 
-def parse_payload(kind, raw, topic_levels=None):
+def parse_payload(kind: str, raw: bytes | bytearray | str,
+                  topic_levels: tuple[str, str, str] | None = None) -> Payload:
     """Validate raw bytes as a ``kind`` payload; MessageError says why one is refused.
 
     ``topic_levels`` (site, room, device) from the topic must match the body, so a
@@ -255,7 +261,7 @@ def parse_payload(kind, raw, topic_levels=None):
         if payload.device != device:
             raise MessageError(f"{kind} payload names device {payload.device!r} but the topic says {device!r}",
                                "identity")
-        if kind == "emotions" and (payload.site, payload.room) != (site, room):
+        if isinstance(payload, EmotionsPayload) and (payload.site, payload.room) != (site, room):
             raise MessageError(
                 f"emotions payload is for {payload.site}/{payload.room} but the topic says {site}/{room}", "identity")
     return payload

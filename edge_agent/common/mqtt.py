@@ -9,12 +9,15 @@ connection is tried.
 import socket
 import ssl
 import threading
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
+from .config import BrokerConfig
 from .errors import EdgeAgentError
 
 # CONNACK reason codes (MQTT 5; paho maps 3.1.1 return codes onto them) and what to check.
@@ -30,7 +33,7 @@ class MQTTError(EdgeAgentError):
 PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
 
 
-def new_client(mqtt_config, client_id, *, persistent=False, **kwargs):
+def new_client(mqtt_config: BrokerConfig, client_id: str, *, persistent: bool = False, **kwargs: Any) -> "_Client":
     """A paho client speaking ``mqtt_config.protocol``.
 
     ``persistent``: the broker keeps the session while we are away. MQTT 5 asks for that at
@@ -42,9 +45,10 @@ def new_client(mqtt_config, client_id, *, persistent=False, **kwargs):
     return _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs)
 
 
-def connect_options(mqtt_config, *, clean_start, properties=None):
+def connect_options(mqtt_config: BrokerConfig, *, clean_start: bool,
+                    properties: Properties | None = None) -> dict[str, Any]:
     """Keywords for connect() and connect_async(): clean start and properties are MQTT 5 only."""
-    options = {"keepalive": mqtt_config.keepalive_s}
+    options: dict[str, Any] = {"keepalive": mqtt_config.keepalive_s}
     if mqtt_config.protocol == "5":
         options.update(clean_start=clean_start, properties=properties)
     return options
@@ -57,9 +61,9 @@ class _Client(paho.Client):
     verify failed" need different fixes.
     """
 
-    last_socket_error = None
+    last_socket_error: OSError | None = None
 
-    def _create_socket(self):
+    def _create_socket(self) -> "paho.SocketLike":  # paho defines SocketLike for type checkers only
         try:
             sock = super()._create_socket()
         except OSError as exc:
@@ -84,7 +88,7 @@ def describe_socket_error(exc: OSError | None) -> str:
     return (exc.strerror or str(exc)).lower()
 
 
-def _password_hint(config):
+def _password_hint(config: BrokerConfig) -> str:
     if config.password_env:
         return f"check mqtt.username and the password in ${config.password_env}"
     if config.password_file:
@@ -92,7 +96,7 @@ def _password_hint(config):
     return "the broker wants a login: set mqtt.username and mqtt.password_file"
 
 
-def refusal_text(config, reason_code) -> str:
+def refusal_text(config: BrokerConfig, reason_code: ReasonCode) -> str:
     """The broker's refusal of a CONNECT, with what to check for the usual reasons."""
     where = f"{config.host}:{config.port}"
     text = f"broker {where} refused the connection: {str(reason_code).lower()}"
@@ -106,7 +110,7 @@ def refusal_text(config, reason_code) -> str:
     return text
 
 
-def configure_tls(client, config):
+def configure_tls(client: paho.Client, config: BrokerConfig) -> None:
     """TLS from the config; a file that cannot be loaded is a configuration error, not a network one."""
     if config.tls is not None:
         tls = config.tls
@@ -118,13 +122,14 @@ def configure_tls(client, config):
             raise MQTTError(f"mqtt.tls: cannot load the certificates: {exc}") from None
 
 
-def set_credentials(client, config):
+def set_credentials(client: paho.Client, config: BrokerConfig) -> None:
     password = config.password()
     if config.username is not None or password is not None:
         client.username_pw_set(config.username, password)
 
 
-def probe_broker(mqtt_config, *, client_id, session_expiry_s=None, timeout=10.0):
+def probe_broker(mqtt_config: BrokerConfig, *, client_id: str, session_expiry_s: float | None = None,
+                 timeout: float = 10.0) -> str:
     """Connect once and disconnect: a line for ``edge-agent check`` and ``edge-collector check``, or
     MQTTError saying why not.
 
@@ -143,17 +148,18 @@ def probe_broker(mqtt_config, *, client_id, session_expiry_s=None, timeout=10.0)
     configure_tls(client, mqtt_config)
     set_credentials(client, mqtt_config)
     client.connect_timeout = timeout
-    answer = {}
+    answer: dict[str, Any] = {}
     done = threading.Event()
 
-    def on_connect(client, userdata, flags, reason_code, properties):
+    def on_connect(client: paho.Client, userdata: object, flags: paho.ConnectFlags, reason_code: ReasonCode,
+                   properties: Properties | None) -> None:
         answer["reason"] = reason_code
         answer["session_present"] = flags.session_present
         done.set()
 
     client.on_connect = on_connect
     properties = None
-    if resume and mqtt5:
+    if session_expiry_s is not None and mqtt5:
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = int(session_expiry_s)
     try:

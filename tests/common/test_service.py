@@ -270,7 +270,7 @@ def test_logging_uses_the_journal_under_systemd(tmp_path, monkeypatch, root_logg
     monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
     configure_logging("WARNING", name="edge-agent")
     configure_logging("WARNING", name="edge-agent")
-    ours = [h for h in root_logger.handlers if getattr(h, "_edge_agent_handler", False)]
+    ours = [h for h in root_logger.handlers if h.get_name() == service.HANDLER_NAME]
     assert len(ours) == 1 and isinstance(ours[0], JournalHandler)
     assert ours[0]._extra["SYSLOG_IDENTIFIER"] == "edge-agent"
     assert root_logger.level == logging.WARNING

@@ -122,13 +122,13 @@ def plan_bands(observations: Sequence[Sequence[float]], width: int, height: int,
         ends = np.maximum(np.polyval(coefficients, [k * strip, (k + 1) * strip]), 1.0)
         return ends.min() * low_ratio, ends.max() * high_ratio
 
-    def band(i: int, j: int) -> list[float]:
-        """Strips i..j-1 as one band."""
-        return [i * strip, j * strip, strip_sizes(i)[0], strip_sizes(j - 1)[1]]
+    def band(i: int, j: int) -> tuple[float, float, float, float]:
+        """Strips i..j-1 as one band: top, bottom, smallest and largest face."""
+        return i * strip, j * strip, strip_sizes(i)[0], strip_sizes(j - 1)[1]
 
     # The cheapest cut of the strips into bands (a few hundred band_cost calls): each band adds
     # its reach above and below, and widens the sizes all its rows are searched for.
-    best = {first: (0.0, [])}
+    best: dict[int, tuple[float, list[tuple[float, float, float, float]]]] = {first: (0.0, [])}
     for j in range(first + 1, last + 2):
         best[j] = min(((best[i][0] + band_cost(*band(i, j), scan), best[i][1] + [band(i, j)])
                        for i in range(first, j)), key=lambda option: option[0])

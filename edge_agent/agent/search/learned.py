@@ -137,7 +137,7 @@ class LearnedSearch:
         # searched so far (a band or seat counted at its region's size, whatever the scales).
         self.last_search = ""
         self.searched_pixels = 0
-        self._saved_at = None
+        self._saved_at: float | None = None
 
     @property
     def plan(self) -> Plan | None:
@@ -146,8 +146,10 @@ class LearnedSearch:
     @plan.setter
     def plan(self, plan: Plan | None) -> None:
         self._plan = plan
-        # Weighed against the seats' cost every frame between whole ones.
-        self._bands_cost = plan.cost(self.frame_size[0], self.detector.scan) if plan is not None else math.inf
+        # Weighed against the seats' cost every frame between whole ones. A plan is made for the
+        # frame size _start() recorded.
+        self._bands_cost = (plan.cost(self.frame_size[0], self.detector.scan)
+                            if plan is not None and self.frame_size is not None else math.inf)
 
     @property
     def cascade_seconds(self) -> float:
@@ -161,14 +163,17 @@ class LearnedSearch:
 
     def detect(self, gray: np.ndarray) -> np.ndarray:
         """Boxes ``(x, y, w, h)`` of the faces in a 2-D uint8 frame, as int [N, 4]."""
-        if self.frame_size != (gray.shape[1], gray.shape[0]):
-            self._start(gray.shape[1], gray.shape[0])
+        height, width = gray.shape
+        if self.frame_size != (width, height):
+            self._start(width, height)
         self.frames += 1
         if self.motion is not None:
             self._changed = self.motion.update(gray)
-        whole = self.plan is None or self.learning() or (self.frames - 1) % self.full_every == 0
-        if self.hand_bands is not None or not whole:
-            boxes = self._between(gray)
+        plan = self.plan
+        whole = plan is None or self.learning() or (self.frames - 1) % self.full_every == 0
+        # Hand-set bands are planned by _start(): a plan is there whenever the search is not whole.
+        if plan is not None and (self.hand_bands is not None or not whole):
+            boxes = self._between(gray, plan)
         else:
             boxes = self.detector.detect(gray)
             self.last_search = "whole"
@@ -176,19 +181,20 @@ class LearnedSearch:
             self.full_searches += 1
             self.learned_frames += 1
             self.observations.extend((x + w / 2, y + h / 2, w) for x, y, w, h in boxes.tolist())
-            self.plan = plan_bands(self.observations, *self.frame_size, self.margin, self.detector.scan)
+            self.plan = plan_bands(self.observations, width, height, self.margin, self.detector.scan)
             self._save(force=self.learned_frames == self.learn_frames)
         if self.seats is not None:
             self.seats.update(boxes, self.frames)
         return boxes
 
-    def _between(self, gray: np.ndarray) -> np.ndarray:
+    def _between(self, gray: np.ndarray, plan: Plan) -> np.ndarray:
         """A frame between whole-frame searches: the seats, or the bands when there are none or they cost more."""
         height, width = gray.shape
         neighbours = band_neighbours(self.detector)
-        if self.seats:
+        # Seats come with their Motion (__init__).
+        if self.seats and self.motion is not None:
             moving_heads = self.seats.around(width, height, reach=max(self.seats.reach, MOTION_SEAT_REACH))
-            newcomers = newcomer_regions(self._changed, moving_heads, self.plan.sizes_for_rows, width, height)
+            newcomers = newcomer_regions(self._changed, moving_heads, plan.sizes_for_rows, width, height)
             # Counted region by region, unmerged: an estimate (overlapping seats count twice), where
             # merging them only to count would add to every frame (see docs/face-search.md).
             if self.seats.cost(self.seats.around(width, height) + newcomers, self.detector.scan) < self._bands_cost:
@@ -207,22 +213,23 @@ class LearnedSearch:
                 # and those become the seats. The seat search's faces are kept too: a newcomer
                 # may sit beyond the columns the bands were learned over.
                 self.seats.clear()
-                return with_others(self._bands(gray), boxes, self.margin)
-        return self._bands(gray)
+                return with_others(self._bands(gray, plan), boxes, self.margin)
+        return self._bands(gray, plan)
 
-    def _bands(self, gray: np.ndarray) -> np.ndarray:
+    def _bands(self, gray: np.ndarray, plan: Plan) -> np.ndarray:
         height, width = gray.shape
         self.last_search = "bands"
-        for band in self.plan.bands:
+        for band in plan.bands:
             left, top, right, bottom = band_region(band, width, height)
             self.searched_pixels += (right - left) * (bottom - top)
-        return search_bands(self.detector, gray, self.plan, self.margin)
+        return search_bands(self.detector, gray, plan, self.margin)
 
     def _start(self, width: int, height: int) -> None:
         self.frame_size = (width, height)
         self.observations.clear()
         if self.seats is not None:
             self.seats.clear()
+        if self.motion is not None:
             self.motion.reset()
         self.plan, self.learned_frames = None, 0
         if self.hand_bands is not None:
@@ -260,4 +267,5 @@ class LearnedSearch:
             return f"hand-set bands: {self.plan.describe() if self.plan else 'not started'}"
         if self.learning():
             return f"learning: {self.learned_frames}/{self.learn_frames} whole-frame searches done"
-        return f"learned from {len(self.observations)} faces: {self.plan.describe()}"
+        # learn_frames 0 is done learning before its first frame, with no plan yet.
+        return f"learned from {len(self.observations)} faces: {self.plan.describe() if self.plan else 'no bands yet'}"

@@ -70,13 +70,15 @@ class Motion:
         small = cv2.GaussianBlur(small, (3, 3), 0)
         previous, self.previous = self.previous, small
         self.frame += 1
-        if previous is None or previous.shape != small.shape:
+        if previous is None or self.quiet_until is None or previous.shape != small.shape:
             self.quiet_until = np.zeros(small.shape, np.int64)
             return None
         return ((cv2.absdiff(small, previous) > MOTION_LEVEL) & (self.quiet_until < self.frame)).astype(np.uint8)
 
     def searched_in_vain(self, region: Region) -> None:
         """Leave ``region`` unsearched for the next MOTION_QUIET_FRAMES frames."""
+        if self.quiet_until is None:  # before the first frame: no cells to quiet
+            return
         self.quiet_until[_cells(region)] = self.frame + MOTION_QUIET_FRAMES
 
 

@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,7 +149,8 @@ def _centres(boxes: np.ndarray) -> np.ndarray:
     return boxes[:, :2] + boxes[:, 2:] / 2
 
 
-def _same_face(points: np.ndarray, widths: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarray:
+def _same_face(points: Sequence[tuple[float, float]] | np.ndarray, widths: Sequence[float] | np.ndarray,
+               boxes: np.ndarray, margin: float) -> np.ndarray:
     """For each of ``points`` (x, y) with its face ``widths``, whether one of ``boxes`` is that face:
     centred within ``SAME_SEAT`` widths of it and within ``margin`` of its width. A stray box
     around a face (the cascade's, a head and shoulders) is not the face."""
