@@ -14,6 +14,7 @@ from ..common.config import (
     LoggingConfig,
     Section,
     default_state_dir,
+    file_path,
 )
 from ..common.contract import Name
 from .paths import DEFAULT_CASCADE, DEFAULT_MODEL
@@ -168,9 +169,15 @@ class ClockConfig(Section):
         description="a Pi boots with a stale clock or at 1970; false only where the clock is right without NTP")
 
 
+def video_file_next_to(source: str, base: Path) -> str:
+    """A camera source that is a video file, made relative to ``base``; a device or URL as it is."""
+    return file_path(source, base) if source_kind(source) == "file" else source
+
+
 class AgentConfig(ConfigFile):
     PATH_KEYS = (("detector", "cascade"), ("detector", "search", "state"), ("classifier", "model"), ("outbox", "path"),
                  *BROKER_PATH_KEYS)
+    SOMETIMES_PATH_KEYS = ((("camera", "source"), video_file_next_to),)
 
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     camera: CameraConfig = Field(default_factory=CameraConfig)
@@ -181,14 +188,6 @@ class AgentConfig(ConfigFile):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-
-    @classmethod
-    def resolve_paths(cls, data, base):
-        super().resolve_paths(data, base)
-        camera = data.get("camera")
-        if isinstance(camera, dict) and isinstance(camera.get("source"), str):
-            if source_kind(camera["source"]) == "file":
-                camera["source"] = str(base / Path(camera["source"]).expanduser())
 
 
 

@@ -162,8 +162,19 @@ class DashboardConfig(Section):
         return zoneinfo.ZoneInfo(self.timezone) if self.timezone else server_timezone()
 
 
+def sqlite_next_to(url: str, base: Path) -> str:
+    """A relative SQLite URL made relative to ``base``; any other URL as it is.
+
+    sqlite:///name.db is relative, sqlite:////abs.db absolute; relative means next to the config file.
+    """
+    if url.startswith(SQLITE_PREFIX) and not url.startswith(SQLITE_PREFIX + "/") and url != SQLITE_PREFIX + ":memory:":
+        return SQLITE_PREFIX + str(base / url[len(SQLITE_PREFIX):])
+    return url
+
+
 class CollectorConfig(ConfigFile):
     PATH_KEYS = (("dashboard", "output_dir"), *BROKER_PATH_KEYS)
+    SOMETIMES_PATH_KEYS = ((("store", "url"), sqlite_next_to),)
 
     mqtt: CollectorMQTTConfig = Field(default_factory=CollectorMQTTConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -172,16 +183,6 @@ class CollectorConfig(ConfigFile):
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-
-    @classmethod
-    def resolve_paths(cls, data, base):
-        super().resolve_paths(data, base)
-        store = data.get("store")
-        url = store.get("url") if isinstance(store, dict) else None
-        # sqlite:///name.db is relative, sqlite:////abs.db absolute; relative means next to this file.
-        if isinstance(url, str) and url.startswith(SQLITE_PREFIX) and not url.startswith(SQLITE_PREFIX + "/") \
-                and url != SQLITE_PREFIX + ":memory:":
-            store["url"] = SQLITE_PREFIX + str(base / url[len(SQLITE_PREFIX):])
 
 
 

@@ -7,7 +7,7 @@ never a default used in silence. Relative paths are relative to the config file.
 """
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -127,14 +127,24 @@ def _key_lines(node: yaml.Node | None, path: tuple[str, ...] = (), lines: KeyLin
     return lines
 
 
-def resolve_path_keys(data: dict[str, Any], base: Path, path_keys: Iterable[tuple[str, ...]]) -> None:
-    """Make the file paths at ``path_keys`` relative to the config file's directory ``base``."""
+# How a key's text value is resolved against the config file's directory.
+PathRule = Callable[[str, Path], str]
+
+
+def file_path(value: str, base: Path) -> str:
+    """A file path, relative to ``base`` unless absolute (``~`` expanded)."""
+    return str(base / Path(value).expanduser())
+
+
+def resolve_path_keys(data: dict[str, Any], base: Path, path_keys: Iterable[tuple[str, ...]],
+                      rule: PathRule = file_path) -> None:
+    """Resolve the text values at ``path_keys`` against the config file's directory ``base``."""
     for keys in path_keys:
         section: Any = data
         for key in keys[:-1]:
             section = section.get(key) if isinstance(section, dict) else None
         if isinstance(section, dict) and isinstance(section.get(keys[-1]), str):
-            section[keys[-1]] = str(base / Path(section[keys[-1]]).expanduser())
+            section[keys[-1]] = rule(section[keys[-1]], base)
 
 
 def _describe(exc: ValidationError, lines: KeyLines, source: str) -> str:
@@ -157,15 +167,19 @@ class ConfigFile(Section):
     """A whole config file: its sections, read from YAML and validated at once.
 
     ``PATH_KEYS`` are the keys that hold file paths; a relative one is taken relative to the
-    config file's directory. A subclass extends ``resolve_paths`` for values that are paths only
-    sometimes (a camera source, an SQLite URL).
+    config file's directory. ``SOMETIMES_PATH_KEYS`` hold a path only in some forms (a camera
+    source, an SQLite URL), each with the rule that resolves it and leaves the other forms as
+    they are.
     """
 
     PATH_KEYS: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    SOMETIMES_PATH_KEYS: ClassVar[tuple[tuple[tuple[str, ...], PathRule], ...]] = ()
 
     @classmethod
     def resolve_paths(cls, data: dict[str, Any], base: Path) -> None:
         resolve_path_keys(data, base, cls.PATH_KEYS)
+        for keys, rule in cls.SOMETIMES_PATH_KEYS:
+            resolve_path_keys(data, base, (keys,), rule)
 
     @classmethod
     def parse(cls, text: str, source: str = "config", base: str | Path | None = None) -> Self:
