@@ -494,27 +494,18 @@ def load_start(source: Path, recipe: Recipe, model, tf) -> dict:
             "weights_sha256": digest.hexdigest()}
 
 
-def train(training: Path, validation: Path, votes: Path | None, state: Path, out: Path,
-          recipe: Recipe, time_budget_s: float | None = None, threads: int | None = None,
-          precision: str = "auto", progress: Callable[[str], None] = print,
-          init_state: Path | None = None) -> dict:
-    """Train (or resume) ``recipe`` and write the float Keras model and its record when finished.
+@dataclasses.dataclass(frozen=True)
+class Faces:
+    """A run's faces as the network sees them: training faces and their targets, PublicTest's view."""
 
-    Returns the training record. Stops early, resumably, when the next epoch would overrun
-    ``time_budget_s``; the record then says ``finished: false``. ``precision`` is ``auto``
-    (bfloat16 where the CPU has it), ``bfloat16`` or ``float32``; the weights are float32 either way.
-    A recipe with ``init_from`` starts from the checkpoint in ``init_state`` (default: that
-    recipe's directory in the repository).
-    """
-    flags = cpu_flags()
-    onednn_isa = guard_onednn(flags)
-    precision = choose_precision(precision, flags)
-    cpu = cpu_name()
-    from .keras_model import import_tensorflow
+    images: np.ndarray
+    targets: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
 
-    if Path(out).suffix != ".h5":
-        raise EdgeAgentError(f"output {out} must be a Keras .h5 file; `edge-agent model build --weights "
-                             "FILE.h5 --out FILE.tflite` makes the int8 model from it")
+
+def load_training_faces(training: Path, validation: Path, votes: Path | None, recipe: Recipe) -> Faces:
+    """The faces ``recipe`` trains on and watches, or a message naming the file that is wrong."""
     images, labels = load_faces(training)
     if images.shape[1:] != (48, 48):
         raise EdgeAgentError(f"data file {training}: faces are {images.shape[2]}x{images.shape[1]}; "
@@ -537,47 +528,33 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
             raise EdgeAgentError(f"crop {recipe.crop} must be between 1 and the input size {recipe.input_size}")
         edge = (recipe.input_size - recipe.crop) // 2
         val_images = val_images[:, edge:edge + recipe.crop, edge:edge + recipe.crop]
+    return Faces(images, targets, val_images, val_labels)
 
-    if recipe.architecture not in ARCHITECTURES:
-        raise EdgeAgentError(f"architecture {recipe.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
-    store = StateDir(state, recipe)
-    tf, tf_keras = import_tensorflow()
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf_keras.utils.set_random_seed(recipe.seed)
-    model, optimizer, checkpoint = trainable(recipe, tf, tf_keras, precision)
-    augment = Augmenter(recipe, tf)
 
+def _resume(store: StateDir, checkpoint, tf) -> tuple[int, float]:
+    """The epoch and seconds a state directory's checkpoint is at, loaded into ``checkpoint``; (0, 0) when new."""
     begun = store.current()
-    start_epoch = 0
-    elapsed_before = 0.0
-    if begun:
-        prefix = store.path / begun["checkpoint"]
-        try:
-            checkpoint.read(str(prefix)).assert_existing_objects_matched()
-        # A truncated data file surfaces as an IndexError from the checkpoint reader.
-        except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EdgeAgentError(f"checkpoint {prefix} cannot be read ({first}); it is left as it is: "
-                                 "restore it from git or move the directory away to start again") from None
-        start_epoch, elapsed_before = begun["epoch"], float(begun.get("elapsed_s", 0.0))
-        progress(f"resuming {store.path} after epoch {start_epoch}/{recipe.epochs}")
-    start = store.start()
-    if not begun and recipe.init_from:
-        source = Path(init_state) if init_state else state_dir_for(recipe.init_from)
-        start = load_start(source, recipe, model, tf)
-        store.record_start(start)
-        progress(f"starting from {source} (epoch {start['epoch']})")
-    progress(f"training in {precision} on {cpu}" + (f" (oneDNN capped at {onednn_isa})" if onednn_isa else ""))
+    if not begun:
+        return 0, 0.0
+    prefix = store.path / begun["checkpoint"]
+    try:
+        checkpoint.read(str(prefix)).assert_existing_objects_matched()
+    # A truncated data file surfaces as an IndexError from the checkpoint reader.
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgeAgentError(f"checkpoint {prefix} cannot be read ({first}); it is left as it is: "
+                             "restore it from git or move the directory away to start again") from None
+    return begun["epoch"], float(begun.get("elapsed_s", 0.0))
 
-    steps = len(images) // recipe.batch_size
-    loss_fn = tf_keras.losses.CategoricalCrossentropy()
+
+def _step_function(recipe: Recipe, model, optimizer, tf, tf_keras):
+    """One compiled training step: augment, forward with dropout keyed to the step, the weighted loss, update."""
     if recipe.class_weights and len(recipe.class_weights) != len(EMOTIONS):
         raise EdgeAgentError(f"class weights {recipe.class_weights} must give one weight per emotion "
                              f"({', '.join(EMOTIONS)})")
     class_weights = tf.constant(recipe.class_weights or (1.0,) * len(EMOTIONS), tf.float32)
-
+    loss_fn = tf_keras.losses.CategoricalCrossentropy()
+    augment = Augmenter(recipe, tf)
     features = tf_keras.Model(model.input, model.get_layer("features").output)
     logits, softmax = model.get_layer("logits"), model.get_layer("probabilities")
 
@@ -596,15 +573,96 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss, tf.reduce_mean(tf.cast(tf.argmax(probs, 1) == tf.argmax(batch_targets, 1), tf.float32))
 
-    val_inputs = (val_images.astype(np.float32) / 255.0 * 2 - 1)[..., None]
+    return train_step
 
-    def validate():
-        probs = model.predict(val_inputs, batch_size=512, verbose=0)
-        flipped = model.predict(val_inputs[:, :, ::-1], batch_size=512, verbose=0)
-        return (float((probs.argmax(1) == val_labels).mean()),
-                float(((probs + flipped).argmax(1) == val_labels).mean()))
 
+def _train_epoch(recipe: Recipe, faces: Faces, train_step, epoch: int, tf) -> dict:
+    """One epoch's steps, in an order and with draws keyed to (seed, epoch, step): its loss and accuracy."""
     from tqdm import tqdm
+
+    started = time.monotonic()
+    steps = len(faces.images) // recipe.batch_size
+    order = np.random.default_rng([recipe.seed, epoch]).permutation(len(faces.images))
+    losses, accs = [], []
+    for step in tqdm(range(steps), desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, mininterval=5,
+                     disable=None):
+        index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+        loss, acc = train_step(faces.images[index], faces.targets[index],
+                               tf.constant([recipe.seed, epoch * 100_000 + step], tf.int32),
+                               tf.constant(learning_rate(recipe, epoch + step / steps), tf.float32),
+                               tf.constant(recipe.augment_strength(epoch + step / steps), tf.float32))
+        losses.append(float(loss))
+        accs.append(float(acc))
+    return {"loss": float(np.mean(losses)), "train_accuracy": float(np.mean(accs)),
+            "faces_per_s": round(steps * recipe.batch_size / (time.monotonic() - started), 1)}
+
+
+def _validate(model, faces: Faces) -> tuple[float, float]:
+    """PublicTest accuracy as seen, and with each face's mirror image averaged in."""
+    inputs = (faces.val_images.astype(np.float32) / 255.0 * 2 - 1)[..., None]
+    probs = model.predict(inputs, batch_size=512, verbose=0)
+    flipped = model.predict(inputs[:, :, ::-1], batch_size=512, verbose=0)
+    return (float((probs.argmax(1) == faces.val_labels).mean()),
+            float(((probs + flipped).argmax(1) == faces.val_labels).mean()))
+
+
+def _export(recipe: Recipe, model, tf_keras, out: Path, record: dict) -> None:
+    """The float Keras model and its training record, each written whole."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.h5")
+    # Rebuilt in float32 (the trained one may compute in bfloat16), for the int8 conversion.
+    export = build_network(recipe, tf_keras)
+    export.set_weights(model.get_weights())
+    export.save(tmp, include_optimizer=False, save_format="h5")
+    os.replace(tmp, out)
+    record["model"] = out.name
+    record["sha256"] = hashlib.sha256(out.read_bytes()).hexdigest()
+    _atomic_write(out.with_suffix(".train.json"), json.dumps(record, indent=2) + "\n")
+
+
+def train(training: Path, validation: Path, votes: Path | None, state: Path, out: Path,
+          recipe: Recipe, time_budget_s: float | None = None, threads: int | None = None,
+          precision: str = "auto", progress: Callable[[str], None] = print,
+          init_state: Path | None = None) -> dict:
+    """Train (or resume) ``recipe`` and write the float Keras model and its record when finished.
+
+    Returns the training record. Stops early, resumably, when the next epoch would overrun
+    ``time_budget_s``; the record then says ``finished: false``. ``precision`` is ``auto``
+    (bfloat16 where the CPU has it), ``bfloat16`` or ``float32``; the weights are float32 either way.
+    A recipe with ``init_from`` starts from the checkpoint in ``init_state`` (default: that
+    recipe's directory in the repository).
+    """
+    flags = cpu_flags()
+    onednn_isa = guard_onednn(flags)
+    precision = choose_precision(precision, flags)
+    cpu = cpu_name()
+    from .keras_model import import_tensorflow
+
+    if Path(out).suffix != ".h5":
+        raise EdgeAgentError(f"output {out} must be a Keras .h5 file; `edge-agent model build --weights "
+                             "FILE.h5 --out FILE.tflite` makes the int8 model from it")
+    faces = load_training_faces(training, validation, votes, recipe)
+    if recipe.architecture not in ARCHITECTURES:
+        raise EdgeAgentError(f"architecture {recipe.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    store = StateDir(state, recipe)
+    tf, tf_keras = import_tensorflow()
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf_keras.utils.set_random_seed(recipe.seed)
+    model, optimizer, checkpoint = trainable(recipe, tf, tf_keras, precision)
+
+    start_epoch, elapsed_before = _resume(store, checkpoint, tf)
+    if start_epoch:
+        progress(f"resuming {store.path} after epoch {start_epoch}/{recipe.epochs}")
+    start = store.start()
+    if not start_epoch and recipe.init_from:
+        source = Path(init_state) if init_state else state_dir_for(recipe.init_from)
+        start = load_start(source, recipe, model, tf)
+        store.record_start(start)
+        progress(f"starting from {source} (epoch {start['epoch']})")
+    progress(f"training in {precision} on {cpu}" + (f" (oneDNN capped at {onednn_isa})" if onednn_isa else ""))
+    train_step = _step_function(recipe, model, optimizer, tf, tf_keras)
 
     run_started = time.monotonic()
     last_epoch_s = None
@@ -614,48 +672,35 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
             progress(f"time budget reached after epoch {epoch}/{recipe.epochs}; run the same command to go on")
             break
         started = time.monotonic()
-        order = np.random.default_rng([recipe.seed, epoch]).permutation(len(images))
-        losses, accs = [], []
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, mininterval=5,
-                   disable=None)
-        for step in bar:
-            index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-            lr = learning_rate(recipe, epoch + step / steps)
-            loss, acc = train_step(images[index], targets[index],
-                                   tf.constant([recipe.seed, epoch * 100_000 + step], tf.int32),
-                                   tf.constant(lr, tf.float32),
-                                   tf.constant(recipe.augment_strength(epoch + step / steps), tf.float32))
-            losses.append(float(loss))
-            accs.append(float(acc))
-        trained_s = time.monotonic() - started
-        val_acc, val_flip = validate()
+        trained = _train_epoch(recipe, faces, train_step, epoch, tf)
+        val_acc, val_flip = _validate(model, faces)
         last_epoch_s = time.monotonic() - started
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_accuracy": float(np.mean(accs)),
+        record = {"epoch": epoch + 1, "loss": trained["loss"], "train_accuracy": trained["train_accuracy"],
                   "publictest_accuracy": val_acc, "publictest_flip_accuracy": val_flip,
                   "lr_end": learning_rate(recipe, epoch + 1), "seconds": round(last_epoch_s, 1),
-                  "faces_per_s": round(steps * recipe.batch_size / trained_s, 1),
+                  "faces_per_s": trained["faces_per_s"],
                   "precision": precision, "cpu": cpu, "threads": threads or os.cpu_count()}
         store.commit(checkpoint, epoch + 1, record, elapsed_before + time.monotonic() - run_started)
         progress(f"epoch {epoch + 1}/{recipe.epochs}: loss {record['loss']:.3f}, "
                  f"train {100 * record['train_accuracy']:.1f}%, PublicTest {100 * val_acc:.2f}% "
                  f"(flip {100 * val_flip:.2f}%), {last_epoch_s:.0f} s")
 
-    done = (store.current() or {}).get("epoch", 0) >= recipe.epochs
+    current = store.current() or {}
     history = store.history()
     record = {
-        "finished": done,
-        "epochs_done": (store.current() or {}).get("epoch", 0),
+        "finished": current.get("epoch", 0) >= recipe.epochs,
+        "epochs_done": current.get("epoch", 0),
         "recipe": dataclasses.asdict(recipe),
         "recipe_digest": recipe.digest(),
-        "training": {"data": Path(training).name, "faces": int(len(images)),
+        "training": {"data": Path(training).name, "faces": int(len(faces.images)),
                      "ferplus_votes": Path(votes).name if votes else None},
-        "validation": {"data": Path(validation).name, "faces": int(len(val_images)),
+        "validation": {"data": Path(validation).name, "faces": int(len(faces.val_images)),
                        "view": f"the centred {recipe.crop} px crop" if recipe.crop else "whole faces",
                        "use": "watched per epoch only; the model written is the last epoch's"},
         "parameters": int(model.count_params()),
         "model_input": recipe.trained_size,
         "multiply_adds_per_face": multiply_adds(model),
-        "wall_time_s": round((store.current() or {}).get("elapsed_s", 0.0), 1),
+        "wall_time_s": round(current.get("elapsed_s", 0.0), 1),
         "threads": threads or os.cpu_count(),
         "precision": sorted({h.get("precision", "float32") for h in history}),
         "cpus": sorted({h["cpu"] for h in history if "cpu" in h}),
@@ -663,16 +708,6 @@ def train(training: Path, validation: Path, votes: Path | None, state: Path, out
         "started_from": start,
         "history": history,
     }
-    if done:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp.h5")
-        # Rebuilt in float32 (the trained one may compute in bfloat16), for the int8 conversion.
-        export = build_network(recipe, tf_keras)
-        export.set_weights(model.get_weights())
-        export.save(tmp, include_optimizer=False, save_format="h5")
-        os.replace(tmp, out)
-        record["model"] = out.name
-        record["sha256"] = hashlib.sha256(out.read_bytes()).hexdigest()
-        _atomic_write(out.with_suffix(".train.json"), json.dumps(record, indent=2) + "\n")
+    if record["finished"]:
+        _export(recipe, model, tf_keras, Path(out), record)
     return record
