@@ -37,6 +37,7 @@ STATS_PRUNE_EVERY_S = 3600
 # The main loop's tick: the watchdog is pinged and stop requests are noticed at least this often.
 TICK_S = 1.0
 # The worker yields the CPU to ingest: a full core's worth of drawing must not delay a commit.
+# Ingest beside it, measured: docs/dashboard.md, "The worker process".
 WORKER_NICE = 10
 WORKER_RESTART_S = 10.0
 # Well inside the unit's TimeoutStopSec (30 s): a worker stuck in a build is killed, never the unit.

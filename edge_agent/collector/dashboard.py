@@ -52,8 +52,10 @@ from .store import Store
 ARRIVAL_MARGIN_S = 120
 # A device's page follows its stats this often (each device at its own phase, so they spread out).
 DEVICE_PERIOD_S = 600
+# Every module whose code decides what a page shows, down to the lesson splitting (sessions) and the
+# colours (common/charts): a change to any of them draws every page again.
 DRAWING_CODE = ("svg.py", "dashboard.py", "pages.py", "room_pages.py", "device_pages.py", "index_pages.py",
-                "lessons.py", "fleet.py", "charts.py", "exports.py")
+                "lessons.py", "sessions.py", "fleet.py", "charts.py", "exports.py", "../common/charts.py")
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Dashboard:
         chosen = Settings(**settings)
         templates = Environment(loader=PackageLoader("edge_agent.collector"), autoescape=select_autoescape(),
                                 trim_blocks=True, lstrip_blocks=True)
-        drawn_with = (_code_version(), str(chosen.tz), chosen.interested, chosen.gap_s)
+        drawn_with = (_code_version(), str(chosen.tz), chosen.interested, chosen.gap_s, chosen.refresh_s)
         self.pages = Pages(chosen, templates, SiteFiles(output_dir), drawn_with)
         self._rooms: dict[tuple[str, str], RoomMemory] = {}
         self._checked: float | None = None

@@ -13,6 +13,7 @@ neither this process nor the next writes a unit again whose fingerprint is the s
 - a failure to write or delete is a ``DashboardError`` naming the path.
 
 This module knows folders, units and files, never what a page is or which units a page needs.
+The rules, with what was measured: docs/dashboard.md.
 """
 
 import hashlib

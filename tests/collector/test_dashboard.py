@@ -199,6 +199,17 @@ def test_only_what_changed_is_drawn_again_and_a_restart_draws_nothing(store, tmp
     assert history["alt"].startswith("2 lessons since")
 
 
+def test_a_restart_with_another_reload_interval_redraws_every_page_with_it(store, tmp_path):
+    """Every page reloads itself every ``refresh_s``: a page kept from before would keep the old interval."""
+    store.add_windows(lesson(range(0, 30)) + lesson(range(60, 70)))
+    out = tmp_path / "www"
+    Dashboard(out).build(store, now=T0 + 90 * 60)
+    Dashboard(out, refresh_s=300).build(store, now=T0 + 90 * 60)
+    pages = sorted(out.rglob("*.html"))
+    assert len(pages) == 5, pages  # the index, the room, two lessons and their week
+    assert [p for p in pages if '<meta http-equiv="refresh" content="300">' not in p.read_text()] == []
+
+
 def test_a_late_window_redraws_the_lesson_it_belongs_to(store, tmp_path):
     store.add_windows(lesson(range(5, 35)) + lesson(range(65, 95)))
     out = tmp_path / "www"
