@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -463,6 +464,17 @@ class StateDir:
                 old.unlink()
 
 
+@contextlib.contextmanager
+def _reading_checkpoint(prefix: Path, tf, advice: str):
+    """Any failure to read the checkpoint at ``prefix`` as one line naming it, then ``advice``."""
+    try:
+        yield
+    # A truncated data file surfaces as an IndexError from the checkpoint reader.
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgeAgentError(f"checkpoint {prefix} cannot be read ({first}); {advice}") from None
+
+
 def load_start(source: Path, recipe: Recipe, model, tf) -> dict:
     """Load the weights of ``recipe.init_from``'s checkpoint in ``source`` into ``model``.
 
@@ -482,11 +494,8 @@ def load_start(source: Path, recipe: Recipe, model, tf) -> dict:
     if differs:
         raise EdgeAgentError(f"checkpoint in {source} is of another network (differs in: {', '.join(differs)}); "
                              "it cannot give this recipe its starting weights")
-    try:
+    with _reading_checkpoint(prefix, tf, "restore it from git"):
         tf.train.Checkpoint(model=model).read(str(prefix)).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeAgentError(f"checkpoint {prefix} cannot be read ({first}); restore it from git") from None
     digest = hashlib.sha256()
     for part in sorted(source.glob(state["checkpoint"] + ".data-*")):
         digest.update(part.read_bytes())
@@ -537,13 +546,9 @@ def _resume(store: StateDir, checkpoint, tf) -> tuple[int, float]:
     if not begun:
         return 0, 0.0
     prefix = store.path / begun["checkpoint"]
-    try:
+    with _reading_checkpoint(prefix, tf, "it is left as it is: restore it from git or move the directory "
+                                         "away to start again"):
         checkpoint.read(str(prefix)).assert_existing_objects_matched()
-    # A truncated data file surfaces as an IndexError from the checkpoint reader.
-    except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeAgentError(f"checkpoint {prefix} cannot be read ({first}); it is left as it is: "
-                             "restore it from git or move the directory away to start again") from None
     return begun["epoch"], float(begun.get("elapsed_s", 0.0))
 
 
