@@ -129,9 +129,10 @@ class DetectorConfig(Section):
 class ClassifierConfig(Section):
     model: ExistingFile = Field(DEFAULT_MODEL, title="Int8 TFLite emotion model")
     threads: Annotated[int, Field(ge=1, le=64)] = Field(1, title="Interpreter threads")
-    flip_average: bool = Field(
-        False, title="Label each face by the mean of it and its mirror image",
-        description="both in the same interpreter call: twice the classifier's time per face")
+    flip_average: bool | None = Field(
+        None, title="Label each face by the mean of it and its mirror image",
+        description="both in the same interpreter call: twice the classifier's time per face; "
+                    "null: as the model's build record says (read_out.flip_average), else false")
 
 
 class WindowConfig(Section):

@@ -1,6 +1,20 @@
-"""Label gray face crops with one of the seven FER-2013 emotions using a TFLite model."""
+"""Label gray face crops with one of the seven FER-2013 emotions using a TFLite model.
+
+How a model's scores are read (its read-out) travels with the model, in the build record beside
+it (``emotion_x_int8.json``, key ``read_out``), because it belongs to that file and to no config:
+- ``inset``: a share of each side cut off every crop before resizing, so that the face fills the
+  model's input as it filled it in training (a network trained on the centred 44 px of FER's 48 px
+  faces sees a Haar box best with 2/48 of it cut from each side);
+- ``flip_average``: the default for mirroring (a config may still set it either way);
+- ``log_bias``: added per emotion to the log-probabilities, then renormalised; chosen on
+  classroom-like frames of training faces by ``edge-agent model bias``.
+A model without a record, or a record without ``read_out``, is read plainly. A record that
+describes another file is refused: its read-out would be applied to a model it was not chosen for.
+"""
 
 import hashlib
+import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +49,68 @@ def _buckets():
 class Emotion:
     label: str
     p: float
+
+
+# A probability of exactly 0 (an int8 output's floor) has no logarithm; this floor keeps a bias
+# able to lift such a class without making it win from nothing.
+LOG_FLOOR = 1e-4
+
+
+@dataclass(frozen=True)
+class ReadOut:
+    """How a model's probabilities are read; see the module's docstring."""
+
+    inset: float = 0.0
+    flip_average: bool = False
+    log_bias: tuple[float, ...] = (0.0,) * len(EMOTIONS)
+
+    @property
+    def biased(self) -> bool:
+        return any(self.log_bias)
+
+
+def apply_log_bias(probs: np.ndarray, log_bias: "tuple[float, ...] | np.ndarray") -> np.ndarray:
+    """Shift each emotion's log-probability by its bias and renormalise: [N, 7] in, [N, 7] out."""
+    scores = np.log(np.maximum(probs, LOG_FLOOR)) + np.asarray(log_bias, dtype=np.float32)
+    scores -= scores.max(axis=1, keepdims=True)
+    shifted = np.exp(scores)
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def record_path_for(model: Path) -> Path:
+    """The build record `model build` writes beside a model."""
+    return Path(model).with_suffix(".json")
+
+
+def read_out_of(model: Path, sha256: str) -> ReadOut:
+    """The read-out in ``model``'s build record, or the plain one where it has none."""
+    path = record_path_for(model)
+    if not path.is_file():
+        return ReadOut()
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgeAgentError(
+            f"build record {path} cannot be read: {exc}; rebuild the model or remove the record") from None
+    if not isinstance(record, dict):
+        raise EdgeAgentError(f"build record {path} is not a JSON object; rebuild the model or remove the record")
+    if record.get("sha256") not in (None, sha256):
+        raise EdgeAgentError(
+            f"build record {path} describes another model file (sha256 {str(record['sha256'])[:12]}…, "
+            f"the file's is {sha256[:12]}…); rebuild the model, or remove the record to read it plainly")
+    given = record.get("read_out") or {}
+    try:
+        inset = float(given.get("inset", 0.0))
+        flip = given.get("flip_average", False)
+        bias = tuple(float(b) for b in given.get("log_bias", (0.0,) * len(EMOTIONS)))
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise EdgeAgentError(f"build record {path}: read_out is malformed ({exc})") from None
+    if not 0.0 <= inset < 0.25 or not isinstance(flip, bool) or len(bias) != len(EMOTIONS) \
+            or not all(math.isfinite(b) and abs(b) <= 5 for b in bias):
+        raise EdgeAgentError(
+            f"build record {path}: read_out must have inset in [0, 0.25), flip_average true or false and "
+            f"log_bias of {len(EMOTIONS)} numbers within ±5; it has {given}")
+    return ReadOut(inset=inset, flip_average=flip, log_bias=bias)
 
 
 def pixel_to_model_input(pixels):
@@ -90,14 +166,21 @@ class EmotionClassifier:
     Works with the int8 model the project ships and with float models of the same
     shape (used for comparison), quantizing with the model's own scale and zero point.
     With ``flip_average`` each face is labelled by the mean of its own and its mirror image's
-    probabilities, both in the same interpreter call (so up to 32 faces per call).
+    probabilities, both in the same interpreter call (so up to 32 faces per call); None takes the
+    model's own default from its read-out, as do the inset and the bias (see the module).
+    ``unbiased`` leaves the read-out's bias out: the scores a bias is chosen on.
     """
 
-    def __init__(self, path: Path | str, num_threads: int = 1, flip_average: bool = False):
+    def __init__(self, path: Path | str, num_threads: int = 1, flip_average: bool | None = None,
+                 unbiased: bool = False):
         self.path = Path(path)
-        self.flip_average = flip_average
         self._content = read_model_file(self.path)
         self.sha256 = hashlib.sha256(self._content).hexdigest()
+        read_out = read_out_of(self.path, self.sha256)
+        if unbiased:
+            read_out = ReadOut(inset=read_out.inset, flip_average=read_out.flip_average)
+        self.flip_average = read_out.flip_average if flip_average is None else flip_average
+        self.read_out = read_out
         self.num_threads = num_threads
         self._interpreter_cls, self.runtime = interpreter_class()
         # Per batch size: the interpreter (the runtime's class, untyped) and its input and output indices.
@@ -195,9 +278,13 @@ class EmotionClassifier:
         size = (self.input_width, self.input_height)
         resized = np.empty((len(crops), self.input_height, self.input_width), dtype=np.uint8)
         for i, crop in enumerate(crops):
-            crop = check_crop(crop, i)
+            crop = self._inset(check_crop(crop, i))
             resized[i] = crop if crop.shape == resized.shape[1:] else resize_face(crop, size)
         return self._pixel_lut[resized][..., None]
+
+    def _inset(self, crop: np.ndarray) -> np.ndarray:
+        top, left = (round(side * self.read_out.inset) for side in crop.shape)
+        return crop[top:crop.shape[0] - top, left:crop.shape[1] - left] if top or left else crop
 
     def probabilities(self, crops):
         """Return an [N, 7] float array of class probabilities, one row per crop."""
@@ -205,7 +292,8 @@ class EmotionClassifier:
             raise EdgeAgentError("no face crops to classify: the batch is empty")
         batch = self.preprocess(crops)
         step = MAX_BATCH // 2 if self.flip_average else MAX_BATCH
-        return np.concatenate([self._label_chunk(batch[start:start + step]) for start in range(0, len(batch), step)])
+        probs = np.concatenate([self._label_chunk(batch[start:start + step]) for start in range(0, len(batch), step)])
+        return apply_log_bias(probs, self.read_out.log_bias) if self.read_out.biased else probs
 
     def _label_chunk(self, faces):
         if not self.flip_average:

@@ -85,17 +85,21 @@ def bench_model(model_paths, faces, keras_model=None, threads=1):
         first_model = {}
         for number, model_path in enumerate(model_paths):
             name = Path(model_path).stem.removeprefix("emotion_")
-            for flip in (False, True):
+            # The last way is the model as the agent runs it: its read-out's mirroring, inset and bias.
+            for flip in (False, True, None):
                 model = EmotionClassifier(model_path, num_threads=threads, flip_average=flip)
-                for batch in ((32,) if flip else (1, 8, 32)):
-                    way = f"{batch} face{'s' if batch > 1 else ''} per call" + (", flip-averaged" if flip else "")
+                for batch in ((1, 8, 32) if flip is False else (32,)):
+                    way = f"{batch} face{'s' if batch > 1 else ''} per call" + {
+                        False: "", True: ", flip-averaged",
+                        None: f", as deployed ({'flip-averaged' if model.flip_average else 'unflipped'}"
+                              f"{', biased' if model.read_out.biased else ''})"}[flip]
                     row = {"name": f"{name}, {way}",
                            "ms_per_face": ms_per_face(classifier_call(model, faces, batch), batch),
                            "note": f"{Path(model_path).stat().st_size / 1000:.0f} kB" if batch == 1 else ""}
                     if number == 0:
-                        first_model[way] = row["ms_per_face"]
+                        first_model[batch, flip] = row["ms_per_face"]
                     else:
-                        row["vs_first_model"] = row["ms_per_face"] / first_model[way]
+                        row["vs_first_model"] = row["ms_per_face"] / first_model[batch, flip]
                     rows.append(row)
     if keras_model is None:
         rows.insert(0, {"name": "baseline: Keras float, predict() per face", "ms_per_face": None,

@@ -63,6 +63,14 @@ def cmd_model_train(args):
     return 0
 
 
+def cmd_model_bias(args):
+    from .model_bias import format_result, run
+
+    result = run(args.model, args.data, args.frames, args.seed, args.flip_average,
+                 progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(json.dumps(result) if args.json else format_result(result))
+
+
 def cmd_model_curve(args):
     from .training_curve import draw_curve, load_history
 
@@ -235,7 +243,7 @@ def cmd_bench_soak(args):
 
 
 def _add_model(commands) -> None:
-    """The model's verbs: build, train, curve, fetch."""
+    """The model's verbs: build, train, bias, curve, fetch."""
     model = commands.add_parser("model", help=TOOL_COMMANDS["model"])
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     build = model_commands.add_parser(
@@ -277,7 +285,8 @@ def _add_model(commands) -> None:
                        help="share of each target taken from the FER+ votes (default: %(default)s)")
     train.add_argument("--recipe",
                        help="what to train: fer-gap9, fer-gap9-ft (a second schedule from fer-gap9's "
-                            "weights) or fer-vgg5 (default: fer-gap9); the options below change it, and "
+                            "weights), fer-gap9-fear (a third, from fer-gap9-ft's, leaning to fear) or "
+                            "fer-vgg5 (default: fer-gap9); the options below change it, and "
                             "a checkpoint is resumed only by the same recipe and options")
     train.add_argument("--init-from", type=Path, metavar="DIR",
                        help="for a recipe that starts from another's weights: the state directory "
@@ -300,6 +309,23 @@ def _add_model(commands) -> None:
                        help="stop after the last epoch that fits, to go on later")
     train.add_argument("--threads", type=positive_int, help="TensorFlow threads (default: all cores)")
     train.set_defaults(handler=cmd_model_train)
+    bias = model_commands.add_parser(
+        "bias", help="choose a model's per-emotion bias on classroom-like frames of training faces",
+        description="Read classroom-like frames built from training faces (never a split a figure is reported "
+                    "on) with the model as deployed (its inset, with or without mirroring), search a bias on "
+                    "each emotion's log-probability for the best macro recall less the gap between the "
+                    "interest ratio read and the true one, and write it into the model's build record "
+                    "(read_out), where the agent applies it.")
+    bias.add_argument("--model", type=Path, required=True, help="int8 model with a build record beside it")
+    bias.add_argument("--data", type=Path, default=SHARED_DATA / "fer2013_training.npz",
+                      help="labelled training faces to build the frames from (default: %(default)s)")
+    bias.add_argument("--frames", type=positive_int, default=60, help="frames (default: %(default)s)")
+    bias.add_argument("--seed", type=int, default=101, help="seed of the frames (default: %(default)s)")
+    bias.add_argument("--flip-average", action=argparse.BooleanOptionalAction,
+                      help="choose the bias for mirrored reading, and make it the model's default "
+                           "(default: as the record already says)")
+    bias.add_argument("--json", action="store_true", help="print JSON instead of text")
+    bias.set_defaults(handler=cmd_model_bias)
     curve = model_commands.add_parser(
         "curve", help="plot a training run's accuracy per epoch (training faces and PublicTest) to a PNG",
         description="Draw the training curve of a `model train` run from its records: a state directory "
@@ -327,8 +353,9 @@ def _add_evaluate(commands) -> None:
     evaluate.add_argument("--batch-size", type=positive_int, default=32, help="faces per interpreter call")
     evaluate.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default: 1)")
     evaluate.add_argument("--limit", type=positive_int, help="use only the first N faces")
-    evaluate.add_argument("--flip-average", action="store_true",
-                          help="label each face by the mean of it and its mirror image")
+    evaluate.add_argument("--flip-average", action=argparse.BooleanOptionalAction,
+                          help="label each face by the mean of it and its mirror image "
+                               "(default: as the model's build record says, else not)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
 

@@ -76,6 +76,16 @@ def weights_record(weights) -> dict:
     return {"source": Path(weights).name, "sha256": digest}
 
 
+def trained_inset(recipe: dict) -> float:
+    """The share of each side of a face that training's centred crop left out (0 without a crop).
+
+    A network trained on the centred 44 px of 48 px faces learned faces framed that way; reading a
+    Haar box with the same share cut off shows it the framing it knows.
+    """
+    size, crop = recipe.get("input_size", 0), recipe.get("crop", 0)
+    return (size - crop) / 2 / size if size and 0 < crop < size else 0.0
+
+
 def stratified_indices(labels, count, seed, exclude=()):
     """``count`` indices with (nearly) the same number of faces per emotion, disjoint from ``exclude``."""
     rng = np.random.default_rng(seed)
@@ -157,7 +167,8 @@ def build(weights, calibration_npz, out, samples=300, seed=1, candidates=8, hold
             "holdout_agreement": best[0],
             "candidates": tried,
         },
-        "preprocessing": f"gray uint8 crop, cv2.resize (INTER_LINEAR_EXACT) to {side}x{side}, x/255*2-1, "
+        "preprocessing": f"gray uint8 crop less the read-out's inset on each side, cv2.resize "
+                         f"(INTER_LINEAR_EXACT) to {side}x{side}, x/255*2-1, "
                          "int8 with the input's scale and zero point",
         "labels": list(EMOTIONS),
         "tensorflow": tf.__version__,
@@ -165,6 +176,7 @@ def build(weights, calibration_npz, out, samples=300, seed=1, candidates=8, hold
     training = Path(weights).with_suffix(".train.json")
     if training.is_file():
         record["training"] = {k: v for k, v in json.loads(training.read_text()).items() if k != "history"}
+        record["read_out"] = {"inset": trained_inset(record["training"].get("recipe", {}))}
     record_path = out.with_suffix(".json")
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     record["record_path"] = str(record_path)

@@ -87,6 +87,7 @@ def test_bench_model_reports_every_way_side_by_side(weights):
         "LiteRT float, 32 faces per call", "mini_xception_int8, 1 face per call",
         "mini_xception_int8, 8 faces per call", "mini_xception_int8, 32 faces per call",
         "mini_xception_int8, 32 faces per call, flip-averaged",
+        "mini_xception_int8, 32 faces per call, as deployed (unflipped)",
     }
     assert all(row["ms_per_face"] > 0 for row in rows.values())
     assert all("speedup" in row for row in rows.values())
@@ -95,13 +96,20 @@ def test_bench_model_reports_every_way_side_by_side(weights):
 def test_bench_model_times_each_later_model_against_the_first_way_for_way(tmp_path):
     other = tmp_path / "emotion_candidate_int8.tflite"
     other.write_bytes(MODEL.read_bytes())
+    record = json.loads(MODEL.with_suffix(".json").read_text())
+    record["read_out"] = {"flip_average": True, "log_bias": [0.2, 0, 0, 0, 0, 0, 0]}
+    other.with_suffix(".json").write_text(json.dumps(record))
     done = run_cli("bench", "model", "--model", MODEL, "--model", other, "--json")
     assert done.returncode == 0, done.stderr
     rows = {row["name"]: row for row in json.loads(done.stdout)["rows"]}
     first = [row for name, row in rows.items() if name.startswith("mini_xception_int8,")]
     later = {name: row for name, row in rows.items() if name.startswith("candidate_int8,")}
-    assert len(first) == len(later) == 4
+    assert len(first) == len(later) == 5
     assert not any("vs_first_model" in row for row in first)
+    # As deployed, each model runs its own read-out: the candidate mirrors and biases, the first does neither.
+    deployed = "candidate_int8, 32 faces per call, as deployed (flip-averaged, biased)"
+    assert deployed in later
     for name, row in later.items():
-        same_way = rows[name.replace("candidate_int8", "mini_xception_int8")]
+        same_way = rows[name.replace("candidate_int8", "mini_xception_int8").replace(
+            "(flip-averaged, biased)", "(unflipped)")]
         assert row["vs_first_model"] == pytest.approx(row["ms_per_face"] / same_way["ms_per_face"])

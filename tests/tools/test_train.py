@@ -76,6 +76,9 @@ def test_a_smoke_run_writes_a_model_that_builds_to_a_loadable_int8_model(trained
     assert classifier.probabilities(np.zeros((3, 48, 48), np.uint8)).shape == (3, 7)
     build_record = json.loads((trained / "model.json").read_text())
     assert build_record["training"]["recipe_digest"] == record["recipe_digest"]
+    # Trained on the centred 44 px of 48 px faces: a face is read with 2/48 cut off each side.
+    assert build_record["read_out"] == {"inset": pytest.approx(2 / 48)}
+    assert classifier.read_out.inset == pytest.approx(2 / 48)
 
 
 def test_a_run_killed_mid_epoch_resumes_from_its_checkpoint_and_ends_where_an_unbroken_run_ends(
