@@ -13,6 +13,8 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 MODEL_FILES = [
+    "models/emotion_fer_gap9_fear_int8.tflite",
+    "models/emotion_fer_gap9_fear_int8.json",
     "models/emotion_mini_xception_int8.tflite",
     "models/emotion_mini_xception_int8.json",
     "models/haarcascade_frontalface_default.xml",

@@ -70,11 +70,25 @@ class ReadOut:
 
 
 def apply_log_bias(probs: np.ndarray, log_bias: "tuple[float, ...] | np.ndarray") -> np.ndarray:
-    """Shift each emotion's log-probability by its bias and renormalise: [N, 7] in, [N, 7] out."""
-    scores = np.log(np.maximum(probs, LOG_FLOOR)) + np.asarray(log_bias, dtype=np.float32)
-    scores -= scores.max(axis=1, keepdims=True)
-    shifted = np.exp(scores)
-    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+    """Shift each emotion's log-probability by its bias and renormalise: [N, 7] in, [N, 7] out.
+
+    Computed as odds multiplied by e^bias, without a logarithm or exponential per face: NumPy's
+    vectorised ``log``/``exp`` round differently on x86 and arm64, and a Pi must give the labels and
+    probabilities this machine gives. The sum runs column by column, in one fixed order, for the same
+    reason; the factors are rounded so that a last-bit difference in libm cannot reach them.
+    """
+    factors = [round(math.exp(float(b)), 12) for b in log_bias]
+    weighted = np.maximum(np.asarray(probs, dtype=np.float64), LOG_FLOOR) * np.asarray(factors)
+    total = weighted[:, 0].copy()
+    for column in range(1, weighted.shape[1]):
+        total += weighted[:, column]
+    return (weighted / total[:, None]).astype(np.float32)
+
+
+def inset_crop(crop: np.ndarray, inset: float) -> np.ndarray:
+    """``crop`` less ``inset`` of its height and width on each side (a view, not a copy)."""
+    top, left = (round(side * inset) for side in crop.shape[:2])
+    return crop[top:crop.shape[0] - top, left:crop.shape[1] - left] if top or left else crop
 
 
 def record_path_for(model: Path) -> Path:
@@ -278,13 +292,9 @@ class EmotionClassifier:
         size = (self.input_width, self.input_height)
         resized = np.empty((len(crops), self.input_height, self.input_width), dtype=np.uint8)
         for i, crop in enumerate(crops):
-            crop = self._inset(check_crop(crop, i))
+            crop = inset_crop(check_crop(crop, i), self.read_out.inset)
             resized[i] = crop if crop.shape == resized.shape[1:] else resize_face(crop, size)
         return self._pixel_lut[resized][..., None]
-
-    def _inset(self, crop: np.ndarray) -> np.ndarray:
-        top, left = (round(side * self.read_out.inset) for side in crop.shape)
-        return crop[top:crop.shape[0] - top, left:crop.shape[1] - left] if top or left else crop
 
     def probabilities(self, crops):
         """Return an [N, 7] float array of class probabilities, one row per crop."""

@@ -10,5 +10,8 @@ def models_dir():
     return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "edge-agent" / "models"
 
 
-DEFAULT_MODEL = models_dir() / "emotion_mini_xception_int8.tflite"
+# The model the agent labels faces with, trained here (models/MODEL_CARD.md).
+DEFAULT_MODEL = models_dir() / "emotion_fer_gap9_fear_int8.tflite"
+# The FER-2013 mini-Xception the product shipped before: the benches' baseline row.
+BASELINE_MODEL = models_dir() / "emotion_mini_xception_int8.tflite"
 DEFAULT_CASCADE = models_dir() / "haarcascade_frontalface_default.xml"

@@ -112,12 +112,13 @@ def bench_model(model_paths, faces, keras_model=None, threads=1):
 
 
 def format_rows(rows, runtime, threads):
+    width = max(len(row["name"]) for row in rows) + 2
     lines = [f"emotion model, ms per face ({threads} thread(s), runtime {runtime}); "
              "'time vs 1st': a later model's time over the first model's, the same way",
-             f"  {'way':<58}{'ms/face':>10}{'vs base':>10}{'time vs 1st':>13}"]
+             f"  {'way':<{width}}{'ms/face':>10}{'vs base':>10}{'time vs 1st':>13}"]
     for row in rows:
         ms = "-" if row["ms_per_face"] is None else f"{row['ms_per_face']:.3f}"
         speedup = f"{row['speedup']:.0f}x" if "speedup" in row else ""
         versus = f"{row['vs_first_model']:.2f}x" if "vs_first_model" in row else ""
-        lines.append(f"  {row['name']:<58}{ms:>10}{speedup:>10}{versus:>13}  {row['note']}".rstrip())
+        lines.append(f"  {row['name']:<{width}}{ms:>10}{speedup:>10}{versus:>13}  {row['note']}".rstrip())
     return "\n".join(lines)

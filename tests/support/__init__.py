@@ -20,7 +20,10 @@ DATA = REPO / "edge_agent" / "samples"
 SHARED = REPO.parent / "shared"
 PUBLICTEST = SHARED / "data" / "fer2013_publictest.npz"
 TRAINING = SHARED / "data" / "fer2013_training.npz"
+# The baseline mini-Xception: a plain model (no read-out in its record) for the classifier's mechanics.
 MODEL = REPO / "models" / "emotion_mini_xception_int8.tflite"
+# The model the agent ships with, read-out and all.
+SHIPPED = REPO / "models" / "emotion_fer_gap9_fear_int8.tflite"
 CASCADE = REPO / "models" / "haarcascade_frontalface_default.xml"
 # What a copy of the checkout to build from leaves out: pip builds in place, and would take a
 # stale build/ (modules long moved or deleted) into the wheel.

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from edge_agent.agent.emotions import EmotionClassifier
-from support import DATA, MODEL, REPO, ansible_lab, arm64, arm64_setup, container, run_cli
+from support import DATA, REPO, SHIPPED, ansible_lab, arm64, arm64_setup, container, run_cli
 from support.broker import Mosquitto, Subscriber
 
 pytestmark = [pytest.mark.arm64,
@@ -74,7 +74,7 @@ def test_the_int8_model_gives_the_same_outputs_on_the_pis_cpu(setup, suite, inpu
     """The classifier as installed, LiteRT and its XNNPACK kernels: bit for bit what this machine computes."""
     faces = np.load(inputs / "faces.npy")
     arm = json.loads(emulated(setup, suite, "classify").stdout)
-    classifier = EmotionClassifier(MODEL)
+    classifier = EmotionClassifier(SHIPPED)
     x86 = [classifier.probabilities(list(faces[:n])).tolist() for n in arm64_setup.BATCHES]
     assert len(faces) >= 5 and arm == x86
 

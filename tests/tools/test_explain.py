@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from support import DATA, PUBLICTEST, REPO, needs, run_cli
+from edge_agent.common.errors import EdgeAgentError
+from support import DATA, PUBLICTEST, REPO, SHIPPED, needs, run_cli
 
 pytest.importorskip("tensorflow", reason="the [model] extra (TensorFlow) is not installed")
 
@@ -174,9 +175,10 @@ def happy_surprise_neutral(tmp_path_factory):
     return path
 
 
-def test_class_averages_of_the_shipped_model(tmp_path, weights, happy_surprise_neutral):
+def test_class_averages_of_the_baseline_model(tmp_path, weights, happy_surprise_neutral):
     sheet = tmp_path / "average.png"
-    done = run_cli("explain", "--data", happy_surprise_neutral, "--average", "--json", "--out", sheet)
+    done = run_cli("explain", "--data", happy_surprise_neutral, "--average", "--json", "--model", weights,
+                   "--out", sheet)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     emotions = result["emotions"]
@@ -204,7 +206,7 @@ def test_class_averages_of_the_shipped_model(tmp_path, weights, happy_surprise_n
 
 def test_a_sheet_per_face_from_images_skips_one_without_a_face(tmp_path, weights):
     sheet = tmp_path / "faces.png"
-    done = run_cli("explain", DATA / "justin.jpg", DATA / "no-faces.jpg", "--out", sheet)
+    done = run_cli("explain", DATA / "justin.jpg", DATA / "no-faces.jpg", "--model", weights, "--out", sheet)
     assert done.returncode == 0, done.stderr
     assert f"no face found in {DATA / 'no-faces.jpg'}" in done.stderr
     lines = done.stdout.splitlines()
@@ -218,7 +220,7 @@ def test_a_sheet_per_face_from_images_skips_one_without_a_face(tmp_path, weights
 
 def test_a_sheet_per_face_from_an_npz_shows_the_true_emotion_too(tmp_path, weights, happy_surprise_neutral):
     sheet = tmp_path / "faces.png"
-    done = run_cli("explain", "--data", happy_surprise_neutral, "--faces", 3, "--out", sheet)
+    done = run_cli("explain", "--data", happy_surprise_neutral, "--faces", 3, "--model", weights, "--out", sheet)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == [f"faces.npz #{i}" for i in range(3)]
@@ -228,7 +230,7 @@ def test_a_sheet_per_face_from_an_npz_shows_the_true_emotion_too(tmp_path, weigh
 
 def test_an_image_with_no_face_writes_no_sheet(tmp_path, weights):
     sheet = tmp_path / "faces.png"
-    done = run_cli("explain", DATA / "no-faces.jpg", "--out", sheet)
+    done = run_cli("explain", DATA / "no-faces.jpg", "--model", weights, "--out", sheet)
     assert done.returncode == 2
     assert f"no face found in {DATA / 'no-faces.jpg'}: no sheet written" in done.stderr
     assert not sheet.exists()
@@ -264,3 +266,19 @@ def test_without_tensorflow_one_line_says_what_to_install(tmp_path):
     assert done.stderr.splitlines() == [
         "edge-agent: error: this needs TensorFlow: install the model extra, e.g. `pip install -e '.[model]'`"]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_by_default_the_float_weights_the_shipped_model_was_built_from_are_explained(tmp_path):
+    from edge_agent.tools.model_build import float_weights_of
+
+    assert float_weights_of(SHIPPED) == SHIPPED.with_name("emotion_fer_gap9_fear.h5")
+    sheet = tmp_path / "faces.png"
+    done = run_cli("explain", DATA / "justin.jpg", "--out", sheet)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("justin.jpg ") and "predicted happy" in done.stdout
+    # A model whose float weights are not beside it says so, and how to name them.
+    lone = tmp_path / SHIPPED.name
+    lone.write_bytes(SHIPPED.read_bytes())
+    lone.with_suffix(".json").write_text(SHIPPED.with_suffix(".json").read_text())
+    with pytest.raises(EdgeAgentError, match=r"emotion_fer_gap9_fear\.h5 is not the float model .* pass --model"):
+        float_weights_of(lone)

@@ -158,13 +158,13 @@ def test_bad_input_stops_with_one_line_naming_the_file(data, tmp_path, case, mes
 
 
 def test_training_refuses_to_write_over_the_shipped_model(data, tmp_path):
-    from support import MODEL
+    from support import SHIPPED
 
-    before = MODEL.read_bytes()
-    done = run_cli(*train_args(data, tmp_path / "state", MODEL, "--epochs", "1"))
+    before = SHIPPED.read_bytes()
+    done = run_cli(*train_args(data, tmp_path / "state", SHIPPED, "--epochs", "1"))
     assert done.returncode == 2
-    assert "Keras .h5" in done.stderr and str(MODEL) in done.stderr
-    assert MODEL.read_bytes() == before
+    assert "Keras .h5" in done.stderr and str(SHIPPED) in done.stderr
+    assert SHIPPED.read_bytes() == before
 
 
 def test_an_unknown_recipe_is_named_before_anything_is_written(data, tmp_path):
