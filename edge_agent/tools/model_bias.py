@@ -29,6 +29,7 @@ from ..agent.faces import FaceDetector
 from ..common.contract import DEFAULT_INTERESTED, EMOTIONS
 from ..common.errors import EdgeAgentError
 from .classroom import build_scenes, match
+from .train import atomic_write
 
 # Every bias the search tries for one emotion, in log units: e^1 is a 2.7x change in its odds.
 STEPS = tuple(round(x, 1) for x in np.arange(-1.0, 1.01, 0.1))
@@ -113,9 +114,7 @@ def write_read_out(model: Path, flip_average: bool, log_bias: tuple[float, ...],
     read_out.update(flip_average=flip_average, log_bias=[round(b, 3) for b in log_bias])
     record["read_out"] = read_out
     record["read_out_chosen_on"] = chosen_on
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    temporary.replace(path)
+    atomic_write(path, json.dumps(record, indent=2) + "\n")
     return path
 
 

@@ -391,7 +391,8 @@ def trainable(recipe: Recipe, tf, tf_keras, precision: str = "float32"):
     return model, optimizer, tf.train.Checkpoint(model=model, optimizer=optimizer)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a crash leaves the old file or the new one, never half."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as handle:
         handle.write(text)
@@ -427,11 +428,11 @@ class StateDir:
                     f"state directory {self.path} holds a checkpoint of another recipe (differs in: "
                     f"{', '.join(differs) or 'its digest'}); use another --state DIR or the same options")
         else:
-            _atomic_write(recipe_path, json.dumps(wanted, indent=2) + "\n")
+            atomic_write(recipe_path, json.dumps(wanted, indent=2) + "\n")
 
     def record_start(self, start: dict) -> None:
         """Keep where the starting weights came from, for the record of every later sitting."""
-        _atomic_write(self.path / START_FILE, json.dumps(start) + "\n")
+        atomic_write(self.path / START_FILE, json.dumps(start) + "\n")
 
     def start(self) -> dict | None:
         path = self.path / START_FILE
@@ -463,7 +464,7 @@ class StateDir:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        _atomic_write(self.path / STATE_FILE, json.dumps(
+        atomic_write(self.path / STATE_FILE, json.dumps(
             {"epoch": epoch, "checkpoint": Path(prefix).name, "elapsed_s": elapsed_s}) + "\n")
         if previous:
             for old in self.path.glob(previous["checkpoint"] + ".*"):
@@ -628,7 +629,7 @@ def _export(recipe: Recipe, model, tf_keras, out: Path, record: dict) -> None:
     os.replace(tmp, out)
     record["model"] = out.name
     record["sha256"] = hashlib.sha256(out.read_bytes()).hexdigest()
-    _atomic_write(out.with_suffix(".train.json"), json.dumps(record, indent=2) + "\n")
+    atomic_write(out.with_suffix(".train.json"), json.dumps(record, indent=2) + "\n")
 
 
 def train(training: Path, validation: Path, votes: Path | None, state: Path, out: Path,
